@@ -48,7 +48,7 @@ func (p *Pipeline) Run(ctx context.Context, m *mail.Message) (d Decision) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log().Error("pipeline panicked", "queue_id", m.QueueID, "panic", r, "stack", string(debug.Stack()))
-			d = Decide(Input{Header: m.Header, Failure: fmt.Sprintf("internal error: %v", r)}, p.Config)
+			d = p.Unscanned(m, fmt.Sprintf("internal error: %v", r))
 		}
 	}()
 	engineCtx := ctx
@@ -104,4 +104,10 @@ func (p *Pipeline) now() time.Time {
 		return time.Now()
 	}
 	return p.Now()
+}
+
+// Unscanned is the fail-open decision: the message is delivered with verdict unscanned and
+// the reason, forged fpsafe headers still stripped.
+func (p *Pipeline) Unscanned(m *mail.Message, why string) Decision {
+	return Decide(Input{Header: m.Header, Failure: why}, p.Config)
 }
