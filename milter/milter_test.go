@@ -48,7 +48,11 @@ func (r *recorder) Run(ctx context.Context, m *mail.Message) policy.Decision {
 	return r.Pipeline.Run(ctx, m)
 }
 
-func (r *recorder) seen() []seen { r.mu.Lock(); defer r.mu.Unlock(); return append([]seen(nil), r.got...) }
+func (r *recorder) seen() []seen {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]seen(nil), r.got...)
+}
 
 // engine returns a pipeline whose single fake engine says v.
 func pipeline(v scoring.Verdict) *policy.Pipeline {
