@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -84,7 +85,7 @@ func (t *tracker) Accept() (net.Conn, error) {
 		<-t.slots
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, t: t}
+	tc := &trackedConn{Conn: c, t: t, r: bufio.NewReaderSize(c, 4096)}
 	t.mu.Lock()
 	t.conns[tc] = struct{}{}
 	t.wg.Add(1)
@@ -108,15 +109,23 @@ func (t *tracker) closeAll() {
 	}
 }
 
+// trackedConn buffers reads, so that go-milter's two reads per packet (length, then
+// payload) cost one system call, and refreshes the idle deadline at most once a second
+// rather than on every read (a deadline change takes the runtime's timer locks).
 type trackedConn struct {
 	net.Conn
-	t    *tracker
-	once sync.Once
+	t       *tracker
+	r       *bufio.Reader
+	renewed time.Time
+	once    sync.Once
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.t.idle))
-	return c.Conn.Read(p)
+	if now := time.Now(); now.Sub(c.renewed) > time.Second {
+		c.renewed = now
+		c.Conn.SetReadDeadline(now.Add(c.t.idle))
+	}
+	return c.r.Read(p)
 }
 
 func (c *trackedConn) Close() error {
