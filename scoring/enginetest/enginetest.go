@@ -25,7 +25,7 @@ type Server struct {
 	ln   net.Listener
 	wg   sync.WaitGroup
 	mu   sync.Mutex
-	conn []net.Conn
+	conn []*heldConn
 }
 
 // NewServer starts a fault server; it is closed when the test ends.
@@ -44,15 +44,28 @@ func NewServer(t testing.TB, b Behaviour) *Server {
 			if err != nil {
 				return
 			}
+			hc := &heldConn{Conn: c, done: make(chan struct{})}
 			s.mu.Lock()
-			s.conn = append(s.conn, c)
+			s.conn = append(s.conn, hc)
 			s.mu.Unlock()
 			s.wg.Add(1)
-			go func() { defer s.wg.Done(); defer c.Close(); b(c) }()
+			go func() { defer s.wg.Done(); defer hc.Close(); b(hc) }()
 		}
 	}()
 	t.Cleanup(s.Close)
 	return s
+}
+
+// heldConn lets a behaviour wait until the server is closed.
+type heldConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *heldConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
 }
 
 // Close stops the server and drops every connection.
@@ -77,8 +90,14 @@ func RefusedAddr(t testing.TB) string {
 	return "inet:" + a
 }
 
-// Silent accepts, reads whatever comes, and never answers.
-func Silent(c net.Conn) { io.Copy(io.Discard, c) }
+// Silent accepts, reads whatever comes, and never answers; it keeps the connection open
+// (even after the client half-closes) until the server is closed.
+func Silent(c net.Conn) {
+	io.Copy(io.Discard, c)
+	if h, ok := c.(*heldConn); ok {
+		<-h.done
+	}
+}
 
 // Reply reads until the client half-closes or `after` passes, then writes reply.
 func Reply(reply string, after time.Duration) Behaviour {
