@@ -60,8 +60,9 @@ func errorFrame(data []byte) error {
 }
 
 // parseScan reads an INSTREAM reply: "stream: OK", or one or more (AllMatchScan)
-// "stream: <signature> FOUND". Any ERROR reply, any other text, and any mix of OK and FOUND
-// is an error: the scan gave no trustworthy answer.
+// "stream: <signature> FOUND". An ERROR reply, any other text, and any mix of OK and FOUND
+// is an error: the scan gave no trustworthy answer. The one exception is an ERROR after
+// FOUND lines (AllMatchScan stopped part-way): what clamd found is still a detection.
 func parseScan(data []byte) (scoring.Verdict, error) {
 	fs, err := frames(data)
 	if err != nil {
@@ -69,10 +70,11 @@ func parseScan(data []byte) (scoring.Verdict, error) {
 	}
 	var sigs []string
 	ok := 0
+scan:
 	for _, f := range fs {
 		if e := replyError(f); e != nil {
-			if len(sigs) > 0 {
-				return scoring.Verdict{}, fmt.Errorf("%w (after finding %s)", e, strings.Join(sigs, ", "))
+			if len(sigs) > 0 && ok == 0 {
+				break scan
 			}
 			return scoring.Verdict{}, e
 		}

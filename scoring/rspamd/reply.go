@@ -83,7 +83,7 @@ func parseReply(b []byte) (scoring.Verdict, error) {
 		Outcome:   out,
 		Score:     *r.Score,
 		Threshold: r.RequiredScore,
-		Details:   details(r.Symbols),
+		Details:   append([]string{"action=" + *r.Action}, details(r.Symbols)...),
 	}, nil
 }
 
