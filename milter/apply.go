@@ -31,7 +31,12 @@ func apply(m *milter.Modifier, h []mail.Field, d policy.Decision) error {
 	}
 	for _, f := range d.Add {
 		// Header values carry their own leading space: fpsafe negotiates SMFIP_HDR_LEADSPC.
-		errs = append(errs, m.AddHeader(f.Name, " "+mail.Fold(len(f.Name), f.Value)))
+		v := " " + mail.Fold(len(f.Name), f.Value)
+		if f.Name == policy.HeaderAuthResults { // RFC 8601: at the top, above older results
+			errs = append(errs, m.InsertHeader(0, f.Name, v))
+			continue
+		}
+		errs = append(errs, m.AddHeader(f.Name, v))
 	}
 	if d.Action == policy.Quarantine {
 		errs = append(errs, m.Quarantine(quarantineReason(d.Quarantine)))

@@ -16,6 +16,11 @@ type Input struct {
 	Match    *allowlist.Match // nil when no allowlist entry claimed the message
 	Header   []mail.Field     // the incoming header section, for removals and the subject
 	Failure  string           // set when the pipeline itself failed (panic, deadline): unscanned
+
+	// AuthservID is fpsafe's authserv-id: incoming Authentication-Results fields that claim
+	// it are forgeries and are removed. AuthResults is the value of the field fpsafe adds.
+	AuthservID  string
+	AuthResults string
 }
 
 // Decide turns an Input into a Decision. It is pure and total: every input yields one of
@@ -28,7 +33,7 @@ type Input struct {
 func Decide(in Input, cfg Config) Decision {
 	s := scoring.Summarize(in.Verdicts)
 	d := Decision{Score: round1(s.Score), Verdicts: in.Verdicts, Identity: in.Identity, Match: in.Match}
-	d.Remove = removals(in.Header, cfg)
+	d.Remove = removals(in.Header, cfg, in.AuthservID)
 
 	switch {
 	case in.Failure != "":
@@ -47,6 +52,9 @@ func Decide(in Input, cfg Config) Decision {
 		d.Subject = prefixed(in.Header, cfg.SubjectPrefix)
 	}
 	d.Add = headers(d, s)
+	if in.AuthResults != "" {
+		d.Add = append([]mail.Field{{Name: HeaderAuthResults, Value: in.AuthResults}}, d.Add...)
+	}
 	return d
 }
 
@@ -103,13 +111,13 @@ func (d *Decision) judge(s scoring.Summary, cfg Config) {
 
 // removals lists the incoming fields that fpsafe strips, highest index first per name, so
 // that deleting one never shifts the index of another still to be deleted.
-func removals(h []mail.Field, cfg Config) []HeaderRef {
+func removals(h []mail.Field, cfg Config, authservID string) []HeaderRef {
 	var refs []HeaderRef
 	seen := map[string]int{}
 	for _, f := range h {
 		k := strings.ToLower(f.Name)
 		seen[k]++
-		if cfg.stripped(f.Name) {
+		if cfg.stripped(f.Name) || forgedAuthResults(f, authservID) {
 			refs = append(refs, HeaderRef{Name: f.Name, Index: seen[k], Value: f.Text()})
 		}
 	}
@@ -140,4 +148,17 @@ func round1(f float64) float64 {
 		return -float64(int64(-f*10+0.5)) / 10
 	}
 	return float64(int64(f*10+0.5)) / 10
+}
+
+// forgedAuthResults reports whether f is an Authentication-Results field that claims to
+// come from fpsafe (its authserv-id, RFC 8601 section 5): only fpsafe may write those.
+func forgedAuthResults(f mail.Field, authservID string) bool {
+	if authservID == "" || !strings.EqualFold(f.Name, HeaderAuthResults) {
+		return false
+	}
+	id, _, _ := strings.Cut(f.Text(), ";")
+	if i := strings.IndexAny(id, " \t("); i >= 0 { // "id 1" (version) or "id (comment)"
+		id = id[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(id), authservID)
 }

@@ -197,3 +197,22 @@ func TestDecisionJSON(t *testing.T) {
 		}
 	}
 }
+
+// Authentication-Results fields claiming fpsafe's authserv-id are forged and removed;
+// other hosts' results stay; fpsafe's own is added first.
+func TestForgedAuthResults(t *testing.T) {
+	h := []mail.Field{
+		{Name: "Authentication-Results", Value: " mx.ourcorp.example; dkim=pass header.d=sec.gov"},
+		{Name: "Authentication-Results", Value: " relay.partner.example; spf=pass"},
+		{Name: "authentication-results", Value: " MX.OURCORP.EXAMPLE 1 (forged); dmarc=pass"},
+		{Name: "Authentication-Results", Value: " mx.ourcorp.example.evil; dmarc=pass"},
+	}
+	d := Decide(Input{Header: h, AuthservID: "mx.ourcorp.example", AuthResults: "mx.ourcorp.example; dmarc=fail header.from=sec.gov"}, DefaultConfig())
+	want := []HeaderRef{{"authentication-results", 3, "MX.OURCORP.EXAMPLE 1 (forged); dmarc=pass"}, {"Authentication-Results", 1, "mx.ourcorp.example; dkim=pass header.d=sec.gov"}}
+	if !slices.Equal(d.Remove, want) {
+		t.Fatalf("removed %v, want %v", d.Remove, want)
+	}
+	if d.Add[0].Name != HeaderAuthResults || d.Add[0].Value != "mx.ourcorp.example; dmarc=fail header.from=sec.gov" {
+		t.Fatalf("first added field %v", d.Add[0])
+	}
+}

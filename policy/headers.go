@@ -13,6 +13,8 @@ const (
 	HeaderVerdict = "X-FPSafe-Verdict"
 	HeaderReport  = "X-FPSafe-Report"
 	HeaderVirus   = "X-FPSafe-Virus"
+	// HeaderAuthResults carries what fpsafe proved about the sender (RFC 8601).
+	HeaderAuthResults = "Authentication-Results"
 )
 
 // maxDetails bounds the rule symbols quoted per engine in X-FPSafe-Report; `fpsafe check`

@@ -19,6 +19,13 @@ type Identifier interface {
 	Identify(ctx context.Context, m *mail.Message) allowlist.Identity
 }
 
+// ResultsWriter is implemented by Identifiers that report their findings in an
+// Authentication-Results field (allowlist.Authenticator does).
+type ResultsWriter interface {
+	AuthservID() string
+	ResultsHeader(id allowlist.Identity) string
+}
+
 // Allowlist answers whether an identity is allowlisted, from an in-memory snapshot.
 type Allowlist interface {
 	Lookup(id allowlist.Identity, rcpts []string, now time.Time) *allowlist.Match
@@ -72,6 +79,9 @@ func (p *Pipeline) Run(ctx context.Context, m *mail.Message) (d Decision) {
 	wg.Wait()
 
 	in := Input{Verdicts: verdicts, Identity: id, Header: m.Header}
+	if rw, ok := p.Identifier.(ResultsWriter); ok {
+		in.AuthservID, in.AuthResults = rw.AuthservID(), rw.ResultsHeader(id)
+	}
 	if p.Allowlist != nil {
 		in.Match = p.Allowlist.Lookup(id, m.Env.Rcpts, p.now())
 	}
@@ -109,5 +119,9 @@ func (p *Pipeline) now() time.Time {
 // Unscanned is the fail-open decision: the message is delivered with verdict unscanned and
 // the reason, forged fpsafe headers still stripped.
 func (p *Pipeline) Unscanned(m *mail.Message, why string) Decision {
-	return Decide(Input{Header: m.Header, Failure: why}, p.Config)
+	in := Input{Header: m.Header, Failure: why}
+	if rw, ok := p.Identifier.(ResultsWriter); ok {
+		in.AuthservID = rw.AuthservID() // forged results are stripped even when failing open
+	}
+	return Decide(in, p.Config)
 }
