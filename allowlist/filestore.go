@@ -488,3 +488,8 @@ func sameEntries(a, b []Entry) bool {
 	}
 	return true
 }
+
+// Audit returns the file's audit trail, oldest first.
+func (s *FileStore) Audit() ([]AuditRecord, error) { return ReadAudit(s.path) }
+
+var _ Store = (*FileStore)(nil)
