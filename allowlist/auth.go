@@ -14,6 +14,10 @@ import (
 
 // AuthConfig configures the Authenticator: the [auth] section of the configuration.
 type AuthConfig struct {
+	// Enabled authenticates every message (DKIM, SPF, DMARC) and writes an
+	// Authentication-Results field even without an allowlist. With an allowlist
+	// configured, authentication is always on: the allowlist depends on it.
+	Enabled bool `toml:"enabled"`
 	// AuthservID names this host in the Authentication-Results fields fpsafe writes.
 	// Incoming fields with the same id are forgeries and must be removed.
 	AuthservID string `toml:"authserv_id"`

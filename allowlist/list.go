@@ -385,7 +385,7 @@ func (l *List) check(i int32, id *Identity, matched string, explain bool) (bool,
 		if id.SPF != Pass {
 			return false, "spf=" + resultText(id.SPF)
 		}
-		d := spfDomain(id)
+		d := id.SPFDomain()
 		if d != "" && domainsAligned(d, c.domain) && domainsAligned(d, fromDomain) {
 			return true, "spf=pass smtp.mailfrom=" + d
 		}
@@ -429,18 +429,6 @@ func resultText(r Result) string {
 	return string(r)
 }
 
-// spfDomain is the domain SPF authenticated: the MAIL FROM domain, or the HELO name for
-// the null sender.
-func spfDomain(id *Identity) string {
-	mf := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(id.MailFrom), "<"), ">")
-	if at := strings.LastIndexByte(mf, '@'); at >= 0 {
-		return lowerDomain(mf[at+1:])
-	}
-	if mf == "" {
-		return lowerDomain(id.Helo)
-	}
-	return ""
-}
 
 // domainsAligned reports DMARC's relaxed alignment of a and b: equal, or the same
 // organizational domain (the public suffix list's registrable domain). So a.sec.gov,
