@@ -429,7 +429,6 @@ func resultText(r Result) string {
 	return string(r)
 }
 
-
 // domainsAligned reports DMARC's relaxed alignment of a and b: equal, or the same
 // organizational domain (the public suffix list's registrable domain). So a.sec.gov,
 // sec.gov and b.sec.gov are aligned with one another, while gov, evilsec.gov and

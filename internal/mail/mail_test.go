@@ -158,11 +158,11 @@ func TestFromAddresses(t *testing.T) {
 		addrs, fields int
 		ok            bool
 	}{
-		"From: Alice <Alice@Example.org>\r\n\r\n":                {1, 1, true},
-		"From: a@x.example, b@y.example\r\n\r\n":                 {2, 1, true},
-		"From: a@x.example\r\nFrom: b@y.example\r\n\r\n":         {2, 2, true},
-		"Subject: none\r\n\r\n":                                  {0, 0, true},
-		"From: not an address <<<\r\n\r\n":                       {0, 1, false},
+		"From: Alice <Alice@Example.org>\r\n\r\n":                  {1, 1, true},
+		"From: a@x.example, b@y.example\r\n\r\n":                   {2, 1, true},
+		"From: a@x.example\r\nFrom: b@y.example\r\n\r\n":           {2, 2, true},
+		"Subject: none\r\n\r\n":                                    {0, 0, true},
+		"From: not an address <<<\r\n\r\n":                         {0, 1, false},
 		"From: =?utf-8?q?Andr=C3=A9?= <andre@example.org>\r\n\r\n": {1, 1, true},
 	} {
 		m := read(t, raw, 1<<20)
