@@ -38,7 +38,7 @@ func apply(m *milter.Modifier, h []mail.Field, d policy.Decision) error {
 		}
 		errs = append(errs, m.AddHeader(f.Name, v))
 	}
-	if d.Action == policy.Quarantine {
+	if d.Action == policy.Quarantine && d.Enforced() {
 		errs = append(errs, m.Quarantine(quarantineReason(d.Quarantine)))
 	}
 	return errors.Join(errs...)

@@ -393,3 +393,20 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("allow_remote: %v", err)
 	}
 }
+
+// In observe mode the milter writes fpsafe's fields only: no quarantine request, no
+// X-Spam-* change, forged X-Spam-* left alone.
+func TestObserveModeSendsNoQuarantine(t *testing.T) {
+	p := pipeline(scoring.Verdict{Outcome: scoring.Virus, Details: []string{"Eicar"}})
+	p.Config.Mode = policy.ModeObserve
+	h := start(t, milter.Config{}, p)
+	mods := send(t, h.session(t), "QO", "a@example.org", []string{"b@example.net"}, append([][2]string{{"X-Spam-Flag", " NO"}}, stdHeader...), "x\r\n")
+	for _, m := range mods {
+		if m.Code == gomilter.ActQuarantine || m.Code == gomilter.ActChangeHeader || (m.Code == gomilter.ActAddHeader && !strings.HasPrefix(m.HeaderName, "X-FPSafe-")) {
+			t.Fatalf("observe mode sent %c %s=%q", m.Code, m.HeaderName, m.HeaderValue)
+		}
+	}
+	if v := added(mods)["X-FPSafe-Verdict"]; v != " quarantined; score=0.0; mode=observe" {
+		t.Fatalf("verdict %q", v)
+	}
+}

@@ -19,7 +19,17 @@ type Config struct {
 	// StripHeaders are patterns (path.Match syntax, case-insensitive) of incoming header
 	// names removed before fpsafe adds its own; X-FPSafe-* is always removed.
 	StripHeaders []string `toml:"strip_headers"`
+	// Mode is "enforce" (the default) or "observe": in observe mode decisions are computed,
+	// logged and written into the X-FPSafe-* fields, but nothing is quarantined and neither
+	// the subject nor any X-Spam-* field changes. The safe way to roll fpsafe out.
+	Mode string `toml:"mode"`
 }
+
+// The policy modes.
+const (
+	ModeEnforce = "enforce"
+	ModeObserve = "observe"
+)
 
 // DefaultConfig returns the [policy] defaults.
 func DefaultConfig() Config {
@@ -28,6 +38,7 @@ func DefaultConfig() Config {
 		QuarantineScore:      10,
 		QuarantineMinEngines: 2,
 		StripHeaders:         []string{"X-Spam-*", "X-Spam"},
+		Mode:                 ModeEnforce,
 	}
 }
 
@@ -41,6 +52,9 @@ func (c Config) Validate() error {
 	}
 	if c.QuarantineMinEngines < 1 {
 		return fmt.Errorf("policy.quarantine_min_engines = %d: must be at least 1", c.QuarantineMinEngines)
+	}
+	if c.Mode != ModeEnforce && c.Mode != ModeObserve {
+		return fmt.Errorf("policy.mode = %q: want enforce or observe", c.Mode)
 	}
 	if strings.ContainsAny(c.SubjectPrefix, "\r\n") {
 		return fmt.Errorf("policy.subject_prefix: must be one line")
@@ -58,6 +72,9 @@ func (c Config) stripped(name string) bool {
 	n := strings.ToLower(name)
 	if strings.HasPrefix(n, "x-fpsafe-") {
 		return true
+	}
+	if c.Mode == ModeObserve { // observe mode leaves every other field as it came
+		return false
 	}
 	for _, p := range c.StripHeaders {
 		if ok, _ := path.Match(strings.ToLower(p), n); ok {

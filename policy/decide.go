@@ -48,7 +48,11 @@ func Decide(in Input, cfg Config) Decision {
 	if in.Match != nil && !in.Match.Authenticated {
 		d.Reasons = append(d.Reasons, fmt.Sprintf("no bypass: entry %s matched %s but %s", in.Match.Entry, in.Match.Matched, in.Match.Why))
 	}
-	if d.Action == Tag && cfg.SubjectPrefix != "" {
+	d.Observe = cfg.Mode == ModeObserve
+	if d.Observe && d.Action != Deliver {
+		d.Reasons = append(d.Reasons, "observe mode: would "+d.Action.String()+"; delivered unchanged")
+	}
+	if d.Action == Tag && cfg.SubjectPrefix != "" && !d.Observe {
 		d.Subject = prefixed(in.Header, cfg.SubjectPrefix)
 	}
 	d.Add = headers(d, s)

@@ -216,3 +216,32 @@ func TestForgedAuthResults(t *testing.T) {
 		t.Fatalf("first added field %v", d.Add[0])
 	}
 }
+
+// Observe mode computes the same decision but enforces nothing: only X-FPSafe-* fields are
+// written, incoming X-Spam-* fields stay, no subject change, no quarantine.
+func TestObserveMode(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Mode, cfg.SubjectPrefix = ModeObserve, "[SPAM]"
+	in := Input{
+		Verdicts: []scoring.Verdict{av("clamd", scoring.Virus, "Eicar")},
+		Header:   []mail.Field{{Name: "Subject", Value: " hi"}, {Name: "X-Spam-Flag", Value: " NO"}, {Name: "X-FPSafe-Verdict", Value: " clean"}},
+	}
+	d := Decide(in, cfg)
+	if d.Action != Quarantine || d.Enforced() || !d.Observe || d.Subject != nil {
+		t.Fatalf("decision %+v", d)
+	}
+	if len(d.Remove) != 1 || d.Remove[0].Name != "X-FPSafe-Verdict" {
+		t.Fatalf("observe mode removed %v", d.Remove)
+	}
+	for _, f := range d.Add {
+		if !strings.HasPrefix(f.Name, "X-FPSafe-") {
+			t.Errorf("observe mode added %s", f.Name)
+		}
+	}
+	if v := d.Add[0].Value; v != "quarantined; score=0.0; mode=observe" {
+		t.Errorf("verdict field %q", v)
+	}
+	if !slices.ContainsFunc(d.Reasons, func(r string) bool { return strings.Contains(r, "observe mode: would quarantine") }) {
+		t.Errorf("reasons %q", d.Reasons)
+	}
+}

@@ -25,14 +25,18 @@ const maxDetails = 8
 // conventional X-Spam-* fields on tag and quarantine (so that existing Sieve and Exchange
 // rules work), and a loud X-FPSafe-Virus whenever an AV engine found something.
 func headers(d Decision, s scoring.Summary) []mail.Field {
+	verdict := fmt.Sprintf("%s; score=%.1f", d.Verdict, d.Score)
+	if d.Observe {
+		verdict += "; mode=observe"
+	}
 	h := []mail.Field{
-		{Name: HeaderVerdict, Value: fmt.Sprintf("%s; score=%.1f", d.Verdict, d.Score)},
+		{Name: HeaderVerdict, Value: verdict},
 		{Name: HeaderReport, Value: Report(d)},
 	}
 	if len(s.Viruses) > 0 || len(s.Suspicious) > 0 {
 		h = append(h, mail.Field{Name: HeaderVirus, Value: strings.Join(append(append([]string{}, s.Viruses...), s.Suspicious...), "; ")})
 	}
-	if d.Action == Tag || d.Action == Quarantine {
+	if (d.Action == Tag || d.Action == Quarantine) && !d.Observe {
 		h = append(h,
 			mail.Field{Name: "X-Spam-Flag", Value: "YES"},
 			mail.Field{Name: "X-Spam-Score", Value: fmt.Sprintf("%.1f", d.Score)},

@@ -71,7 +71,13 @@ type Decision struct {
 	Add        []mail.Field       `json:"-"`
 	Subject    *string            `json:"subject,omitempty"` // the new Subject value, when a prefix was added
 	Quarantine string             `json:"quarantine_reason,omitempty"`
+	// Observe is set in observe mode: Action is what enforce mode would do, but the milter
+	// only writes the X-FPSafe-* fields (no quarantine, no subject or X-Spam-* change).
+	Observe bool `json:"observe,omitempty"`
 }
+
+// Enforced reports whether the action is carried out: false in observe mode.
+func (d Decision) Enforced() bool { return !d.Observe }
 
 // jsonVerdict is the per-engine form `fpsafe check` prints.
 type jsonVerdict struct {
