@@ -67,7 +67,7 @@ type Entry struct {
 	Reason  string   `toml:"reason" json:"reason"`
 	Owner   string   `toml:"owner" json:"owner"`
 	Added   Date     `toml:"added" json:"added,omitzero"`
-	Expires Date     `toml:"expires,omitzero" json:"expires,omitzero"`
+	Expires Date     `toml:"expires,omitempty" json:"expires,omitzero"`
 	Ticket  string   `toml:"ticket,omitempty" json:"ticket,omitempty"`
 
 	// Line is the line of the entry's [[entry]] header in its file; 0 when unknown.

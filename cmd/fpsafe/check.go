@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/fpsafe/fpsafe/internal/mail"
 	"github.com/fpsafe/fpsafe/policy"
@@ -49,7 +50,14 @@ func cmdCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(LogConfig{Format: cfg.Log.Format, Level: "warn"}, stderr)
-	pipe, err := buildPipeline(cfg, log)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Milter.DecisionTimeout+5*time.Second)
+	defer cancel()
+	store, err := openStore(ctx, cfg.Allowlist, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "fpsafe check:", err)
+		return 2
+	}
+	pipe, err := buildPipeline(cfg, log, store)
 	if err != nil {
 		fmt.Fprintln(stderr, "fpsafe check:", err)
 		return 2
@@ -62,9 +70,9 @@ func cmdCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer m.Body.Remove()
 	m.Env, m.QueueID = env, *queueID
 
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Milter.DecisionTimeout)
-	defer cancel()
-	d := pipe.Run(ctx, m)
+	dctx, dcancel := context.WithTimeout(ctx, cfg.Milter.DecisionTimeout)
+	defer dcancel()
+	d := pipe.Run(dctx, m)
 	if *format == "text" {
 		printText(stdout, d)
 		return 0

@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/fpsafe/fpsafe/allowlist"
 	"github.com/fpsafe/fpsafe/milter"
 	"github.com/fpsafe/fpsafe/policy"
 	"github.com/fpsafe/fpsafe/scoring"
@@ -21,11 +22,13 @@ var defaultConfig string
 
 // Config is fpsafe's whole configuration file. Each package owns its section.
 type Config struct {
-	Milter  milter.Config          `toml:"milter"`
-	Policy  policy.Config          `toml:"policy"`
-	Scoring scoring.Config         `toml:"scoring"`
-	Engines []scoring.EngineConfig `toml:"engine"`
-	Log     LogConfig              `toml:"log"`
+	Milter    milter.Config          `toml:"milter"`
+	Policy    policy.Config          `toml:"policy"`
+	Scoring   scoring.Config         `toml:"scoring"`
+	Engines   []scoring.EngineConfig `toml:"engine"`
+	Auth      allowlist.AuthConfig   `toml:"auth"`
+	Allowlist allowlist.StoreConfig  `toml:"allowlist"`
+	Log       LogConfig              `toml:"log"`
 
 	path string // where it was read from; "" = embedded default
 }
@@ -47,10 +50,12 @@ func (c *Config) Source() string {
 // defaults returns the built-in defaults of every section.
 func defaults() Config {
 	return Config{
-		Milter:  milter.DefaultConfig(),
-		Policy:  policy.DefaultConfig(),
-		Scoring: scoring.DefaultConfig(),
-		Log:     LogConfig{Format: "text", Level: "info"},
+		Milter:    milter.DefaultConfig(),
+		Policy:    policy.DefaultConfig(),
+		Scoring:   scoring.DefaultConfig(),
+		Auth:      allowlist.DefaultAuthConfig(),
+		Allowlist: allowlist.DefaultStoreConfig(),
+		Log:       LogConfig{Format: "text", Level: "info"},
 	}
 }
 
@@ -97,7 +102,7 @@ func parseConfig(text, name string) (*Config, error) {
 }
 
 var (
-	sectionKey = regexp.MustCompile(`\b(milter|policy|scoring|log)\.([a-z_]+)`)
+	sectionKey = regexp.MustCompile(`\b(milter|policy|scoring|log|auth|allowlist)(?:\.|: )([a-z_]+)`)
 	engineName = regexp.MustCompile(`^engine "([^"]*)"`)
 )
 
@@ -123,7 +128,7 @@ func errLine(text string, err error) string {
 
 // Validate checks every section and the engines as a set.
 func (c *Config) Validate() error {
-	errs := []error{c.Milter.Validate(), c.Policy.Validate(), c.Scoring.Validate(), c.Log.validate()}
+	errs := []error{c.Milter.Validate(), c.Policy.Validate(), c.Scoring.Validate(), c.Auth.Validate(), c.Allowlist.Validate(), c.Log.validate()}
 	seen := map[string]bool{}
 	for _, e := range c.Engines {
 		errs = append(errs, e.Validate())

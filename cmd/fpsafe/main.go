@@ -7,6 +7,7 @@
 //	fpsafe serve  [-config FILE]                run the milter
 //	fpsafe check  [-config FILE] [flags] [FILE.eml | -]   decide about one message, offline
 //	fpsafe config check [-config FILE]          validate and print the effective config
+//	fpsafe allowlist list|add|remove|test|lint|import|export [-config FILE] ...
 //	fpsafe version
 package main
 
@@ -40,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "usage: fpsafe config check [-config FILE]")
 		return 2
+	case "allowlist":
+		return cmdAllowlist(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "fpsafe", version)
 		return 0
@@ -59,6 +62,7 @@ commands:
   serve         run the milter (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER)
   check         decide about one message offline and print the decision
   config check  validate a config file and print the effective config
+  allowlist     list, add, remove, test, lint, import and export allowlist entries
   version       print the version
 
 Every command takes -config FILE (or --config FILE); without it the embedded default

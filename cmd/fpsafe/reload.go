@@ -1,34 +1,51 @@
 package main
 
-import (
-	"log/slog"
-
-	"github.com/fpsafe/fpsafe/milter"
-)
-
-// reload re-reads the config file on SIGHUP. An invalid config is refused with its reason
-// and the running one stays; a valid one replaces the pipeline for the next messages
-// without dropping any session. Listener settings need a restart.
-func reload(old *Config, srv *milter.Server, log *slog.Logger) *Config {
+// reload re-reads the config file and the allowlist on SIGHUP. An invalid config or
+// allowlist is refused with its reason and the running one stays; a valid one replaces the
+// pipeline for the next messages without dropping any session. [milter] changes need a
+// restart.
+func (d *daemon) reload() {
+	old := d.cfg
+	if d.store.Store != nil {
+		if err := d.store.Reload(); err != nil {
+			d.log.Error("SIGHUP: allowlist reload refused; the last good list stays", "err", err)
+		} else {
+			d.log.Info("SIGHUP: allowlist reloaded", "allowlist", describeStore(old.Allowlist), "entries", d.store.Snapshot().Len())
+		}
+	}
 	if old.path == "" {
-		log.Info("SIGHUP: running on the embedded default config; nothing to reload")
-		return old
+		d.log.Info("SIGHUP: running on the embedded default config; nothing else to reload")
+		return
 	}
 	cfg, err := LoadConfig(old.path)
 	if err != nil {
-		log.Error("SIGHUP: new config refused; the running config stays", "err", err)
-		return old
-	}
-	pipe, err := buildPipeline(cfg, log)
-	if err != nil {
-		log.Error("SIGHUP: new config refused; the running config stays", "err", err)
-		return old
+		d.log.Error("SIGHUP: new config refused; the running config stays", "err", err)
+		return
 	}
 	if cfg.Milter != old.Milter {
-		log.Warn("SIGHUP: [milter] changes take effect only after a restart")
+		d.log.Warn("SIGHUP: [milter] changes take effect only after a restart")
 		cfg.Milter = old.Milter
 	}
-	srv.SetDecider(pipe)
-	log.Info("SIGHUP: config reloaded", "config", cfg.Source(), "engines", len(cfg.Engines))
-	return cfg
+	store := d.store
+	if cfg.Allowlist != old.Allowlist {
+		if store, err = startStore(cfg.Allowlist, d.log); err != nil {
+			d.log.Error("SIGHUP: new [allowlist] refused; the running config stays", "err", err)
+			return
+		}
+	}
+	pipe, err := buildPipeline(cfg, d.log, store.Store)
+	if err != nil {
+		if store != d.store {
+			store.stop()
+		}
+		d.log.Error("SIGHUP: new config refused; the running config stays", "err", err)
+		return
+	}
+	d.srv.SetDecider(pipe)
+	if store != d.store {
+		d.store.stop()
+		d.store = store
+	}
+	d.cfg = cfg
+	d.log.Info("SIGHUP: config reloaded", "config", cfg.Source(), "engines", len(cfg.Engines), "allowlist", describeStore(cfg.Allowlist))
 }
