@@ -253,6 +253,9 @@ func TestSeveralMessagesAndAbort(t *testing.T) {
 		t.Fatalf("connection facts lost for a later message: %+v", third.env)
 	}
 	waitInFlight(t, h.srv, 0)
+	if b := h.srv.SpoolBytes(); b != 0 {
+		t.Fatalf("spool bytes %d after every message ended", b)
+	}
 }
 
 func waitInFlight(t *testing.T, s *milter.Server, want int64) {

@@ -31,10 +31,15 @@ type Server struct {
 	decider atomic.Pointer[deciderBox]
 	spool   string
 
-	inFlight atomic.Int64 // messages between MAIL FROM and end-of-message
-	mu       sync.Mutex
-	tr       *tracker
-	closing  atomic.Bool
+	inFlight   atomic.Int64 // messages between MAIL FROM and end-of-message
+	spoolBytes atomic.Int64 // body bytes held for messages in flight, memory and files
+
+	// OnDecision, when set before Serve, is called after every decision has been applied
+	// (metrics, the decision log). It must not block.
+	OnDecision func(m *mail.Message, d policy.Decision, took time.Duration)
+	mu         sync.Mutex
+	tr         *tracker
+	closing    atomic.Bool
 }
 
 type deciderBox struct{ Decider }
@@ -73,6 +78,9 @@ func (s *Server) SetDecider(d Decider) { s.decider.Store(&deciderBox{d}) }
 
 // InFlight is the number of messages currently between MAIL FROM and end-of-message.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
+
+// SpoolBytes is the number of body bytes held for messages in flight.
+func (s *Server) SpoolBytes() int64 { return s.spoolBytes.Load() }
 
 // SpoolDir is where bodies above the memory threshold are written.
 func (s *Server) SpoolDir() string { return s.spool }

@@ -100,6 +100,7 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *milter.Modifier) (milter.Re
 func (s *session) BodyChunk(chunk []byte, m *milter.Modifier) (resp milter.Response, err error) {
 	defer s.guard("body", &resp)
 	if s.spool != nil && s.failure == "" {
+		s.srv.spoolBytes.Add(int64(len(chunk)))
 		if _, err := s.spool.Write(chunk); err != nil {
 			s.failure = err.Error()
 			s.srv.log.Error("spool write failed", "err", err)
@@ -128,10 +129,14 @@ func (s *session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 	}
 	s.macros(m)
 	s.msg.Body = s.spool.Body()
+	start := time.Now()
 	d := s.decide()
 	applied = true
 	if err := apply(m, s.msg.Header, d); err != nil {
 		s.srv.log.Error("applying decision failed", "queue_id", s.msg.QueueID, "err", err)
+	}
+	if s.srv.OnDecision != nil {
+		s.srv.OnDecision(s.msg, d, time.Since(start))
 	}
 	return milter.RespContinue, nil
 }
@@ -201,6 +206,7 @@ func (s *session) macros(m *milter.Modifier) {
 // reset ends the current message, if any, and removes its spool file.
 func (s *session) reset() {
 	if s.spool != nil {
+		s.srv.spoolBytes.Add(-s.spool.Size())
 		if s.msg != nil && s.msg.Body != nil {
 			s.msg.Body.Remove()
 		} else {

@@ -12,6 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/fpsafe/fpsafe/allowlist"
+	"github.com/fpsafe/fpsafe/internal/telemetry"
 	"github.com/fpsafe/fpsafe/milter"
 	"github.com/fpsafe/fpsafe/policy"
 	"github.com/fpsafe/fpsafe/scoring"
@@ -28,6 +29,7 @@ type Config struct {
 	Engines   []scoring.EngineConfig `toml:"engine"`
 	Auth      allowlist.AuthConfig   `toml:"auth"`
 	Allowlist allowlist.StoreConfig  `toml:"allowlist"`
+	Metrics   telemetry.Config       `toml:"metrics"`
 	Log       LogConfig              `toml:"log"`
 
 	path string // where it was read from; "" = embedded default
@@ -37,6 +39,9 @@ type Config struct {
 type LogConfig struct {
 	Format string `toml:"format"` // text or json
 	Level  string `toml:"level"`  // debug, info, warn, error
+	// Decisions is the decision log: one JSON line per message, what `fpsafe explain`
+	// reads. "" writes decision records into the operational log instead.
+	Decisions string `toml:"decisions"`
 }
 
 // Source names where the config came from, for logs.
@@ -55,6 +60,7 @@ func defaults() Config {
 		Scoring:   scoring.DefaultConfig(),
 		Auth:      allowlist.DefaultAuthConfig(),
 		Allowlist: allowlist.DefaultStoreConfig(),
+		Metrics:   telemetry.DefaultConfig(),
 		Log:       LogConfig{Format: "text", Level: "info"},
 	}
 }
@@ -102,7 +108,7 @@ func parseConfig(text, name string) (*Config, error) {
 }
 
 var (
-	sectionKey = regexp.MustCompile(`\b(milter|policy|scoring|log|auth|allowlist)(?:\.|: )([a-z_]+)`)
+	sectionKey = regexp.MustCompile(`\b(milter|policy|scoring|log|auth|allowlist|metrics)(?:\.|: )([a-z_]+)`)
 	engineName = regexp.MustCompile(`^engine "([^"]*)"`)
 )
 
@@ -128,7 +134,7 @@ func errLine(text string, err error) string {
 
 // Validate checks every section and the engines as a set.
 func (c *Config) Validate() error {
-	errs := []error{c.Milter.Validate(), c.Policy.Validate(), c.Scoring.Validate(), c.Auth.Validate(), c.Allowlist.Validate(), c.Log.validate()}
+	errs := []error{c.Milter.Validate(), c.Policy.Validate(), c.Scoring.Validate(), c.Auth.Validate(), c.Allowlist.Validate(), c.Metrics.Validate(), c.Log.validate()}
 	seen := map[string]bool{}
 	for _, e := range c.Engines {
 		errs = append(errs, e.Validate())

@@ -41,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "usage: fpsafe config check [-config FILE]")
 		return 2
+	case "explain":
+		return cmdExplain(args[1:], stdout, stderr)
 	case "allowlist":
 		return cmdAllowlist(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
@@ -63,6 +65,7 @@ commands:
   check         decide about one message offline and print the decision
   config check  validate a config file and print the effective config
   allowlist     list, add, remove, test, lint, import and export allowlist entries
+  explain       print the decision record of a queue id ("why was this message tagged?")
   version       print the version
 
 Every command takes -config FILE (or --config FILE); without it the embedded default

@@ -8,23 +8,31 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/fpsafe/fpsafe/allowlist"
+	"github.com/fpsafe/fpsafe/internal/telemetry"
 	"github.com/fpsafe/fpsafe/milter"
+	"github.com/fpsafe/fpsafe/policy"
+	"github.com/fpsafe/fpsafe/scoring"
 )
 
 // drainTimeout bounds how long SIGTERM waits for messages in flight.
 const drainTimeout = 30 * time.Second
 
-// daemon is a running `fpsafe serve`: the milter server, the config in force and the
-// allowlist store it keeps fresh.
+// daemon is a running `fpsafe serve`: the milter server, the config in force, the pipeline
+// and the allowlist store it keeps fresh. The pipeline and the store change on SIGHUP while
+// /metrics and /readyz read them, hence the atomic pointers.
 type daemon struct {
-	cfg   *Config
-	log   *slog.Logger
-	srv   *milter.Server
-	store *runningStore
+	cfg      *Config
+	log      *slog.Logger
+	srv      *milter.Server
+	pipe     atomic.Pointer[policy.Pipeline]
+	store    atomic.Pointer[runningStore]
+	decLog   *telemetry.LogFile // nil when decisions go to the operational log
+	recorder *telemetry.Recorder
 }
 
 // runningStore is an allowlist store kept fresh by its Run goroutine.
@@ -51,28 +59,110 @@ func cmdServe(args []string, stderr io.Writer) int {
 		log.Warn("no -config given: running on the embedded default config (no engines, no allowlist); every message is delivered as unscanned")
 	}
 	d := &daemon{cfg: cfg, log: log}
-	if d.store, err = startStore(cfg.Allowlist, log); err != nil {
+	if code, err := d.start(); err != nil {
 		fmt.Fprintln(stderr, "fpsafe serve:", err)
-		return 2
+		return code
 	}
-	defer func() { d.store.stop() }()
-	pipe, err := buildPipeline(cfg, log, d.store.Store)
-	if err != nil {
-		fmt.Fprintln(stderr, "fpsafe serve:", err)
-		return 2
-	}
-	if d.srv, err = milter.New(cfg.Milter, pipe, log); err != nil {
-		fmt.Fprintln(stderr, "fpsafe serve:", err)
-		return 1
-	}
+	defer func() { d.store.Load().stop() }()
 	ln, err := milter.Listen(cfg.Milter)
 	if err != nil {
 		fmt.Fprintln(stderr, "fpsafe serve:", err)
 		return 1
 	}
-	log.Info("fpsafe listening", "listen", cfg.Milter.Listen, "config", cfg.Source(), "engines", len(cfg.Engines),
-		"allowlist", describeStore(cfg.Allowlist), "version", version)
+	stopMetrics, err := d.serveMetrics()
+	if err != nil {
+		ln.Close()
+		fmt.Fprintln(stderr, "fpsafe serve:", err)
+		return 1
+	}
+	defer stopMetrics()
+	log.Info("fpsafe listening", "listen", cfg.Milter.Listen, "metrics", cfg.Metrics.Listen, "config", cfg.Source(),
+		"engines", len(cfg.Engines), "allowlist", describeStore(cfg.Allowlist), "version", version)
 	return d.run(ln)
+}
+
+// start builds everything but the listeners; the int is the exit status on error.
+func (d *daemon) start() (int, error) {
+	decisions := d.log
+	if p := d.cfg.Log.Decisions; p != "" {
+		f, err := telemetry.OpenLogFile(p)
+		if err != nil {
+			return 1, err
+		}
+		d.decLog = f
+		decisions = slog.New(slog.NewJSONHandler(f, nil))
+	}
+	d.recorder = telemetry.New(decisions)
+	store, err := startStore(d.cfg.Allowlist, d.log)
+	if err != nil {
+		return 2, err
+	}
+	d.store.Store(store)
+	pipe, err := buildPipeline(d.cfg, d.log, store.Store)
+	if err != nil {
+		return 2, err
+	}
+	d.pipe.Store(pipe)
+	if d.srv, err = milter.New(d.cfg.Milter, pipe, d.log); err != nil {
+		return 1, err
+	}
+	d.srv.OnDecision = d.recorder.Record
+	d.gauges()
+	return 0, nil
+}
+
+// gauges registers what is read at scrape time.
+func (d *daemon) gauges() {
+	r := d.recorder
+	r.GaugeFunc("fpsafe_sessions_in_flight", "Messages between MAIL FROM and end-of-message.", func() float64 { return float64(d.srv.InFlight()) })
+	r.GaugeFunc("fpsafe_spool_bytes", "Body bytes held for messages in flight (memory and spool files).", func() float64 { return float64(d.srv.SpoolBytes()) })
+	r.GaugeFunc("fpsafe_allowlist_snapshot_age_seconds", "Age of the allowlist snapshot in force (0 without an allowlist).", func() float64 {
+		if st := d.store.Load(); st.Store != nil && !st.LoadedAt().IsZero() {
+			return time.Since(st.LoadedAt()).Seconds()
+		}
+		return 0
+	})
+	r.RegisterEngineStates(func() []scoring.EngineState { return d.pipe.Load().Engines.States() })
+}
+
+// serveMetrics starts the [metrics] listener, if configured.
+func (d *daemon) serveMetrics() (stop func(), err error) {
+	if d.cfg.Metrics.Listen == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", d.cfg.Metrics.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := telemetry.Serve(ctx, ln, d.recorder.Handler(d.readiness), d.log); err != nil {
+			d.log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+// readiness is what /readyz reports.
+func (d *daemon) readiness() telemetry.Readiness {
+	rd := telemetry.Readiness{Ready: true, InFlight: d.srv.InFlight()}
+	for _, s := range d.pipe.Load().Engines.States() {
+		rd.Engines = append(rd.Engines, telemetry.EngineReadiness{Name: s.Name, Type: s.Type, Breaker: string(s.Breaker), InFlight: s.InFlight})
+	}
+	if st := d.store.Load(); st.Store != nil {
+		snap := st.Snapshot()
+		a := &telemetry.AllowlistReadiness{Source: snap.Source(), Entries: snap.Len()}
+		if t := st.LoadedAt(); !t.IsZero() {
+			a.LoadedAt, a.AgeSeconds = t.UTC().Format(time.RFC3339), time.Since(t).Seconds()
+		}
+		if err := st.LastError(); err != nil {
+			a.LastError = err.Error()
+		}
+		rd.Allowlist = a
+	}
+	return rd
 }
 
 // run serves until SIGTERM/SIGINT, reloading on SIGHUP.
@@ -103,6 +193,9 @@ func (d *daemon) run(ln net.Listener) int {
 				d.log.Warn("shutdown deadline passed", "err", err)
 			}
 			<-served
+			if d.decLog != nil {
+				d.decLog.Close()
+			}
 			d.log.Info("stopped")
 			return 0
 		}

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +67,7 @@ func oneMessage(t *testing.T, network, addr string) string {
 		func() (*gomilter.Action, error) {
 			return s.Conn("mx.example.org", gomilter.FamilyInet, 25, "192.0.2.1")
 		},
+		func() (*gomilter.Action, error) { return nil, s.Macros(gomilter.CodeMail, "i", "QSERVE") },
 		func() (*gomilter.Action, error) { return s.Mail("<a@example.org>", nil) },
 		func() (*gomilter.Action, error) { return s.Rcpt("<b@example.net>", nil) },
 		func() (*gomilter.Action, error) { return s.HeaderField("Subject", " hi") },
@@ -71,7 +75,7 @@ func oneMessage(t *testing.T, network, addr string) string {
 		func() (*gomilter.Action, error) { return s.BodyChunk([]byte("hello\r\n")) },
 	}
 	for _, st := range steps {
-		if a, err := st(); err != nil || a.Code != gomilter.ActContinue {
+		if a, err := st(); err != nil || (a != nil && a.Code != gomilter.ActContinue) {
 			t.Fatalf("step: %v %v", a, err)
 		}
 	}
@@ -101,7 +105,14 @@ func TestServe(t *testing.T) {
 	os.WriteFile(sock, nil, 0o644)
 	os.Remove(sock)
 	conf := filepath.Join(dir, "fpsafe.toml")
-	good := "[milter]\nlisten = \"unix:" + sock + "\"\nsocket_mode = \"0600\"\n"
+	list := filepath.Join(dir, "allowlist.toml")
+	example, _ := os.ReadFile("../../testdata/allowlist/example.toml")
+	os.WriteFile(list, example, 0o644)
+	decisions := filepath.Join(dir, "decisions.log")
+	metrics := freeAddr(t)
+	good := "[milter]\nlisten = \"unix:" + sock + "\"\nsocket_mode = \"0600\"\n" +
+		"[metrics]\nlisten = \"" + metrics + "\"\n[log]\ndecisions = \"" + decisions + "\"\n" +
+		"[allowlist]\nfile = \"" + list + "\"\n[auth]\nresolver = \"127.0.0.1:9\"\ntimeout = \"200ms\"\n"
 	os.WriteFile(conf, []byte(good), 0o644)
 
 	var logs syncBuf
@@ -117,6 +128,15 @@ func TestServe(t *testing.T) {
 	}
 	if v := oneMessage(t, "unix", sock); v != "unscanned; score=0.0" {
 		t.Fatalf("verdict %q", v)
+	}
+	checkObservability(t, metrics, decisions)
+
+	// an invalid allowlist edit is refused on SIGHUP and the last good list stays
+	os.WriteFile(list, append(example, []byte("\n[[entry]]\nid = \"broken\"\n")...), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "allowlist refusal", func() bool { return strings.Contains(logs.String(), "allowlist reload refused") })
+	if body := httpGet(t, "http://"+metrics+"/readyz"); !strings.Contains(body, `"entries": 5`) {
+		t.Fatalf("readyz after a refused allowlist edit:\n%s", body)
 	}
 
 	os.WriteFile(conf, []byte(good+"[policy]\nquarantine_scroe = 1\n"), 0o644)
@@ -135,6 +155,66 @@ func TestServe(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// checkObservability: the decision is counted in /metrics, /healthz and /readyz answer,
+// the decision log has the record and `fpsafe explain` prints it.
+func checkObservability(t *testing.T, metrics, decisions string) {
+	t.Helper()
+	m := httpGet(t, "http://"+metrics+"/metrics")
+	for _, want := range []string{
+		`fpsafe_messages_total{action="deliver",verdict="unscanned"} 1`,
+		`fpsafe_unscanned_total{reason="no_engines"} 1`,
+		"fpsafe_sessions_in_flight 0", "fpsafe_spool_bytes 0", "fpsafe_allowlist_snapshot_age_seconds",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if h := httpGet(t, "http://"+metrics+"/healthz"); strings.TrimSpace(h) != "ok" {
+		t.Errorf("/healthz %q", h)
+	}
+	rd := httpGet(t, "http://"+metrics+"/readyz")
+	if !strings.Contains(rd, `"ready": true`) || !strings.Contains(rd, `"entries": 5`) || !strings.Contains(rd, `"age_seconds"`) {
+		t.Errorf("/readyz:\n%s", rd)
+	}
+	var log []byte
+	for i := 0; i < 100 && !strings.Contains(string(log), `"queue_id":"QSERVE"`); i++ {
+		time.Sleep(50 * time.Millisecond)
+		log, _ = os.ReadFile(decisions)
+	}
+	if !strings.Contains(string(log), `"queue_id":"QSERVE"`) {
+		t.Fatalf("decision log:\n%s", log)
+	}
+	rc, out, errs := runCmd(t, "", "explain", "QSERVE", decisions)
+	if rc != 0 || !strings.Contains(out, "decision:   deliver, verdict unscanned") || !strings.Contains(out, "unscanned: no engines configured") ||
+		!strings.Contains(out, "client:     192.0.2.1") || !strings.Contains(out, "to:         b@example.net") {
+		t.Errorf("explain: exit %d %s\n%s", rc, errs, out)
+	}
+	if rc, _, _ := runCmd(t, "", "explain", "NOPE", decisions); rc != 1 {
+		t.Errorf("explain of an unknown queue id: exit %d", rc)
 	}
 }
 
