@@ -70,7 +70,9 @@ func TestRecordAndExplain(t *testing.T) {
 
 func TestReadyz(t *testing.T) {
 	r := New(nil)
-	r.RegisterEngineStates(func() []scoring.EngineState { return []scoring.EngineState{{Name: "clamd", Type: "clamd", Breaker: scoring.Open}} })
+	r.RegisterEngineStates(func() []scoring.EngineState {
+		return []scoring.EngineState{{Name: "clamd", Type: "clamd", Breaker: scoring.Open}}
+	})
 	h := r.Handler(func() Readiness { return Readiness{Ready: false} })
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
