@@ -15,6 +15,8 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/fpsafe/fpsafe/scoring/enginetest"
 )
 
 // buildBinary compiles fpsafe once per test binary run.
@@ -240,4 +242,48 @@ func TestServeDefaultConfigSaysSo(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
+}
+
+// SIGTERM while a message is being scanned: fpsafe stops accepting, lets the message get
+// its decision, then exits 0.
+func TestServeDrainsOnSIGTERM(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	// a clamd that takes a second per scan
+	scanning := make(chan struct{}, 1)
+	slow := enginetest.NewServer(t, func(c net.Conn) {
+		scanning <- struct{}{}
+		enginetest.Reply("stream: OK\x00", time.Second)(c)
+	})
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "fpsafe.sock")
+	conf := filepath.Join(dir, "fpsafe.toml")
+	os.WriteFile(conf, []byte("[milter]\nlisten = \"unix:"+sock+"\"\n[metrics]\nlisten = \"\"\n[[engine]]\ntype = \"clamd\"\naddress = \""+slow.Addr+"\"\n"), 0o644)
+	var logs syncBuf
+	cmd := exec.Command(bin, "serve", "-config", conf)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "listening", func() bool { return strings.Contains(logs.String(), "fpsafe listening") })
+	verdict := make(chan string, 1)
+	go func() { verdict <- oneMessage(t, "unix", sock) }()
+	select {
+	case <-scanning:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the engine was never asked")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if v := <-verdict; v != "clean; score=0.0" {
+		t.Fatalf("message in flight at SIGTERM got %q", v)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "draining messages in flight") || !strings.Contains(logs.String(), "in_flight=1") {
+		t.Fatalf("logs:\n%s", logs.String())
+	}
 }
