@@ -413,3 +413,42 @@ func TestObserveModeSendsNoQuarantine(t *testing.T) {
 		t.Fatalf("verdict %q", v)
 	}
 }
+
+// Spool files left by a crashed run are removed at start, in a configured spool directory
+// and in the private directories of processes that are gone.
+func TestStaleSpoolsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/fpsafe-body-123", []byte("x"), 0o600)
+	os.WriteFile(dir+"/unrelated", []byte("x"), 0o600)
+	cfg := milter.DefaultConfig()
+	cfg.SpoolDir = dir
+	if _, err := milter.New(cfg, pipeline(scoring.Verdict{Outcome: scoring.Clean}), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir + "/fpsafe-body-123"); !os.IsNotExist(err) {
+		t.Fatal("stale spool file kept")
+	}
+	if _, err := os.Stat(dir + "/unrelated"); err != nil {
+		t.Fatal("unrelated file removed")
+	}
+
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	dead := tmp + "/fpsafe-spool-999999999-abc"
+	alive := fmt.Sprintf("%s/fpsafe-spool-%d-abc", tmp, os.Getpid())
+	os.MkdirAll(dead, 0o700)
+	os.MkdirAll(alive, 0o700)
+	srv, err := milter.New(milter.DefaultConfig(), pipeline(scoring.Verdict{Outcome: scoring.Clean}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatal("spool dir of a dead process kept")
+	}
+	if _, err := os.Stat(alive); err != nil {
+		t.Fatal("spool dir of a live process removed")
+	}
+	if fi, err := os.Stat(srv.SpoolDir()); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("private spool dir %v %v", fi, err)
+	}
+}

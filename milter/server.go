@@ -61,13 +61,17 @@ func New(cfg Config, d Decider, log *slog.Logger) (*Server, error) {
 	s.decider.Store(&deciderBox{d})
 	s.spool = cfg.SpoolDir
 	if s.spool == "" {
-		dir, err := os.MkdirTemp("", "fpsafe-spool-")
+		removeStaleSpools(os.TempDir(), log)
+		dir, err := os.MkdirTemp("", fmt.Sprintf("fpsafe-spool-%d-", os.Getpid()))
 		if err != nil {
 			return nil, fmt.Errorf("spool dir: %w", err)
 		}
 		s.spool = dir
-	} else if err := os.MkdirAll(s.spool, 0o700); err != nil {
-		return nil, fmt.Errorf("spool dir %s: %w", s.spool, err)
+	} else {
+		if err := os.MkdirAll(s.spool, 0o700); err != nil {
+			return nil, fmt.Errorf("spool dir %s: %w", s.spool, err)
+		}
+		removeSpoolFiles(s.spool, log) // left by a crash: no message of this process uses them
 	}
 	return s, nil
 }

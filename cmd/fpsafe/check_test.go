@@ -92,3 +92,13 @@ func TestConfigCheckPrintsEffectiveConfig(t *testing.T) {
 		}
 	}
 }
+
+// config check never prints the Redis password.
+func TestConfigCheckRedactsSecrets(t *testing.T) {
+	conf := t.TempDir() + "/redis.toml"
+	os.WriteFile(conf, []byte("[allowlist]\nredis = \"redis://fpsafe:S3cr3t-pw@127.0.0.1:6379/0\"\n"), 0o644)
+	rc, out, errs := runCmd(t, "", "config", "check", "-config", conf)
+	if rc != 0 || strings.Contains(out+errs, "S3cr3t-pw") || !strings.Contains(out, "redis://fpsafe:") {
+		t.Fatalf("exit %d, output:\n%s%s", rc, out, errs)
+	}
+}

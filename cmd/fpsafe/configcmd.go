@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/fpsafe/fpsafe/allowlist"
 )
 
 // cmdConfigCheck validates a config and prints the effective config (defaults filled in)
@@ -20,6 +22,7 @@ func cmdConfigCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "# %s: OK\n", cfg.Source())
+	cfg.Allowlist.Redis = allowlist.RedactURL(cfg.Allowlist.Redis) // never print a secret
 	if err := toml.NewEncoder(stdout).Encode(cfg); err != nil {
 		fmt.Fprintln(stderr, "fpsafe config check:", err)
 		return 1
