@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BENCHTIME ?= 2s
 
-.PHONY: all build run test deps lint unit bench clean
+.PHONY: all build run test deps lint unit bench clean e2e
 
 all: build
 
@@ -19,7 +19,7 @@ run: build
 	./$(BIN) serve
 
 ## test: install the Debian packages the tests run for real (as root), then lint and run every test
-test: deps lint unit
+test: deps lint unit e2e
 
 ## deps: install clamd, spamd, rspamd, redis, postfix, miltertest ... (needs root when missing)
 deps:
@@ -31,9 +31,13 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## unit: every Go test, with the race detector, against the real daemons
+## unit: every Go test but the end-to-end run, with the race detector, against the real daemons
 unit:
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v /internal/e2e)
+
+## e2e: real Postfix and Sendmail, engines and fpsafe, a corpus, failure drills, a balanced ledger
+e2e:
+	$(GO) test -count=1 -timeout 30m -v ./internal/e2e/
 
 ## bench: Go benchmarks (milter path, engines); results go to docs/BENCHMARKS.md by hand
 bench:

@@ -36,3 +36,9 @@ else
   # spamassassin's postinst leaves a gpg-agent running; end it so CI has no stray process.
   pkill -f 'gpg-agent --homedir /var/lib/spamassassin' 2>/dev/null || true
 fi
+
+# Sendmail (unpacked privately: it conflicts with postfix) and the enmime MIME corpus for the
+# end-to-end run, both into ${FPSAFE_E2E_CACHE:-/var/cache/fpsafe-e2e}.
+here=$(dirname "$0")
+bash "$here/install-sendmail.sh"
+bash "$here/install-e2e-corpus.sh"
