@@ -102,7 +102,7 @@ func (a *Aggregator) scanOne(ctx context.Context, g *guarded, m *mail.Message, s
 	if v.Duration == 0 {
 		v.Duration = time.Since(start)
 	}
-	if v.Outcome == Virus && len(v.Details) > 0 && allSuspicious(a.cfg, v.Details) {
+	if sigs := Signatures(v.Details); v.Outcome == Virus && len(sigs) > 0 && allSuspicious(a.cfg, sigs) {
 		v.Outcome = Suspicious
 	}
 	if v.Scored && v.Normalized == 0 {

@@ -239,3 +239,16 @@ func TestNormalize(t *testing.T) {
 		}
 	}
 }
+
+// Metadata details (an ICAP server's istag=...) neither stop a PUA hit from being only
+// suspicious nor show up as a virus name.
+func TestSignaturesIgnoreMetadata(t *testing.T) {
+	a := agg(fake("icap", "clamd", scoring.Verdict{Outcome: scoring.Virus, Details: []string{"PUA.Win.Tool", "istag=CI0001-42"}}, 0))
+	v := a.Scan(context.Background(), msg())
+	if v[0].Outcome != scoring.Suspicious {
+		t.Fatalf("outcome %s", v[0].Outcome)
+	}
+	if s := scoring.Summarize(v); len(s.Suspicious) != 1 || s.Suspicious[0] != "icap: PUA.Win.Tool" {
+		t.Fatalf("summary %+v", s)
+	}
+}

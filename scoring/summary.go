@@ -31,9 +31,9 @@ func Summarize(vs []Verdict) Summary {
 		case Spam:
 			s.SpamVotes++
 		case Virus:
-			s.Viruses = append(s.Viruses, v.Engine+": "+strings.Join(v.Details, ","))
+			s.Viruses = append(s.Viruses, v.Engine+": "+strings.Join(Signatures(v.Details), ","))
 		case Suspicious:
-			s.Suspicious = append(s.Suspicious, v.Engine+": "+strings.Join(v.Details, ","))
+			s.Suspicious = append(s.Suspicious, v.Engine+": "+strings.Join(Signatures(v.Details), ","))
 		}
 		if v.Scored && v.Weight > 0 {
 			s.Scorers++
@@ -52,4 +52,17 @@ func missing(v Verdict) string {
 		return fmt.Sprintf("%s(%s)", v.Engine, v.Outcome)
 	}
 	return fmt.Sprintf("%s(%s: %s)", v.Engine, v.Outcome, v.Reason)
+}
+
+// Signatures keeps the details that name what was found (signature names, rule symbols)
+// and drops the key=value metadata some engines add, such as an ICAP server's
+// "istag=..." or rspamd's "action=...".
+func Signatures(details []string) []string {
+	out := details[:0:0]
+	for _, d := range details {
+		if !strings.Contains(d, "=") {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -40,5 +40,6 @@ fi
 # Sendmail (unpacked privately: it conflicts with postfix) and the enmime MIME corpus for the
 # end-to-end run, both into ${FPSAFE_E2E_CACHE:-/var/cache/fpsafe-e2e}.
 here=$(dirname "$0")
+bash "$here/install-icap.sh"
 bash "$here/install-sendmail.sh"
 bash "$here/install-e2e-corpus.sh"

@@ -9,6 +9,8 @@ import (
 	"github.com/fpsafe/fpsafe/policy"
 	"github.com/fpsafe/fpsafe/scoring"
 	"github.com/fpsafe/fpsafe/scoring/clamd"
+	"github.com/fpsafe/fpsafe/scoring/command"
+	"github.com/fpsafe/fpsafe/scoring/icap"
 	"github.com/fpsafe/fpsafe/scoring/rspamd"
 	"github.com/fpsafe/fpsafe/scoring/spamd"
 )
@@ -22,6 +24,10 @@ func newEngine(c scoring.EngineConfig) (scoring.Engine, error) {
 		return spamd.New(c)
 	case "rspamd":
 		return rspamd.New(c)
+	case "icap":
+		return icap.New(c)
+	case "command":
+		return command.New(c)
 	}
 	return nil, fmt.Errorf("engine %q: unknown type %q", c.Name, c.Type)
 }
