@@ -75,12 +75,12 @@ func (d *Decision) judge(s scoring.Summary, cfg Config) {
 	}
 	if s.Score >= cfg.QuarantineScore {
 		if s.SpamVotes >= cfg.QuarantineMinEngines {
-			quarantine = append(quarantine, fmt.Sprintf("score %.1f >= quarantine_score %g with %d engines agreeing", s.Score, cfg.QuarantineScore, s.SpamVotes))
+			quarantine = append(quarantine, fmt.Sprintf("score %.1f >= quarantine_score %g with %d engines agreeing", d.Score, cfg.QuarantineScore, s.SpamVotes))
 		} else {
-			tag = append(tag, fmt.Sprintf("score %.1f >= quarantine_score %g but only %d of quarantine_min_engines %d engines say spam", s.Score, cfg.QuarantineScore, s.SpamVotes, cfg.QuarantineMinEngines))
+			tag = append(tag, fmt.Sprintf("score %.1f >= quarantine_score %g but only %d of quarantine_min_engines %d engines say spam", d.Score, cfg.QuarantineScore, s.SpamVotes, cfg.QuarantineMinEngines))
 		}
 	} else if s.Score >= cfg.TagScore {
-		tag = append(tag, fmt.Sprintf("score %.1f >= tag_score %g", s.Score, cfg.TagScore))
+		tag = append(tag, fmt.Sprintf("score %.1f >= tag_score %g", d.Score, cfg.TagScore))
 	}
 	if s.SpamVotes > 0 && len(tag) == 0 && len(quarantine) == 0 {
 		tag = append(tag, fmt.Sprintf("%d engine(s) say spam", s.SpamVotes))

@@ -41,5 +41,6 @@ fi
 # end-to-end run, both into ${FPSAFE_E2E_CACHE:-/var/cache/fpsafe-e2e}.
 here=$(dirname "$0")
 bash "$here/install-icap.sh"
+bash "$here/install-chromium.sh"
 bash "$here/install-sendmail.sh"
 bash "$here/install-e2e-corpus.sh"

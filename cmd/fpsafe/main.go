@@ -45,6 +45,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdExplain(args[1:], stdout, stderr)
 	case "allowlist":
 		return cmdAllowlist(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "fpsafe", version)
 		return 0
@@ -65,6 +67,7 @@ commands:
   check         decide about one message offline and print the decision
   config check  validate a config file and print the effective config
   allowlist     list, add, remove, test, lint, import and export allowlist entries
+  replay        run a Maildir, mbox or folder of .eml through the pipeline; compare two configs
   explain       print the decision record of a queue id ("why was this message tagged?")
   version       print the version
 
