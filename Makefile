@@ -5,8 +5,9 @@ PKGS      := ./...
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 BENCHTIME ?= 2s
+FUZZTIME  ?= 30s
 
-.PHONY: all build run test deps lint unit bench clean e2e
+.PHONY: all build run test deps lint unit bench clean e2e fuzz fuzz-smoke
 
 all: build
 
@@ -18,8 +19,9 @@ build:
 run: build
 	./$(BIN) serve
 
-## test: install the Debian packages the tests run for real (as root), then lint and run every test
-test: deps lint unit e2e
+## test: install the Debian packages the tests run for real (as root), then lint, run every
+## test, a short run of every fuzz target, and the end-to-end run with real MTAs
+test: deps lint unit fuzz-smoke e2e
 
 ## deps: install clamd, spamd, rspamd, redis, postfix, miltertest ... (needs root when missing)
 deps:
@@ -39,9 +41,19 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 30m -v ./internal/e2e/
 
-## bench: Go benchmarks (milter path, engines); results go to docs/BENCHMARKS.md by hand
+## fuzz: every Go fuzz target for FUZZTIME (default 30s) each; crashers land in testdata/fuzz/
+fuzz:
+	GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME)
+
+## fuzz-smoke: every fuzz target for 5s (part of make test)
+fuzz-smoke:
+	GO=$(GO) bash scripts/fuzz.sh 5s
+
+## bench: Go benchmarks, fpsafe's peak/steady RSS, and Postfix + smtp-source against fpsafe and the
+## classic milters (repetitions interleaved; BENCH_MESSAGES per rep, BENCH_STEADY); see docs/BENCHMARKS.md
+BENCH_MESSAGES ?= 2000
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+	BENCH_MESSAGES=$(BENCH_MESSAGES) BENCHTIME=$(BENCHTIME) GO=$(GO) bash scripts/bench.sh
 
 clean:
 	rm -rf bin

@@ -68,6 +68,9 @@ type tracker struct {
 	net.Listener
 	idle  time.Duration
 	slots chan struct{}
+	// accepted hands each new connection to the session go-milter creates for it:
+	// go-milter's Serve calls NewMilter right after Accept, on the same goroutine.
+	accepted chan *trackedConn
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
@@ -75,7 +78,7 @@ type tracker struct {
 }
 
 func newTracker(ln net.Listener, idle time.Duration, max int) *tracker {
-	return &tracker{Listener: ln, idle: idle, slots: make(chan struct{}, max), conns: map[*trackedConn]struct{}{}}
+	return &tracker{Listener: ln, idle: idle, slots: make(chan struct{}, max), conns: map[*trackedConn]struct{}{}, accepted: make(chan *trackedConn, 1)}
 }
 
 func (t *tracker) Accept() (net.Conn, error) {
@@ -90,7 +93,23 @@ func (t *tracker) Accept() (net.Conn, error) {
 	t.conns[tc] = struct{}{}
 	t.wg.Add(1)
 	t.mu.Unlock()
+	select {
+	case <-t.accepted: // a connection NewMilter never claimed (cannot happen with go-milter v0.5.0)
+	default:
+	}
+	t.accepted <- tc
 	return tc, nil
+}
+
+// claim returns the connection just accepted, for the session being created, or nil when
+// NewMilter is called for another reason.
+func (t *tracker) claim() *trackedConn {
+	select {
+	case c := <-t.accepted:
+		return c
+	default:
+		return nil
+	}
 }
 
 // count is the number of open MTA connections.
@@ -118,6 +137,9 @@ type trackedConn struct {
 	r       *bufio.Reader
 	renewed time.Time
 	once    sync.Once
+	// onClose runs when go-milter closes the connection, on the session's goroutine: the
+	// MTA went away (crash, network, idle timeout) possibly in the middle of a message.
+	onClose func()
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -131,6 +153,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
 		c.t.mu.Lock()
 		delete(c.t.conns, c)
 		c.t.mu.Unlock()

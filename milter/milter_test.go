@@ -452,3 +452,29 @@ func TestStaleSpoolsRemoved(t *testing.T) {
 		t.Fatalf("private spool dir %v %v", fi, err)
 	}
 }
+
+// An MTA that drops the connection in the middle of a message (crash, network, idle
+// timeout) frees the message: no count left in flight, no spool file left behind.
+func TestDroppedConnectionEndsMessage(t *testing.T) {
+	cfg := milter.DefaultConfig()
+	cfg.SpoolMemory = 1024
+	h := start(t, cfg, pipeline(scoring.Verdict{Outcome: scoring.Clean}))
+	s := h.session(t)
+	ok(t)(s.Mail("<a@example.org>", nil))
+	ok(t)(s.Rcpt("<b@example.net>", nil))
+	ok(t)(s.HeaderEnd())
+	ok(t)(s.BodyChunk(make([]byte, 4096))) // above spool_memory: on disk
+	if ents, _ := os.ReadDir(h.srv.SpoolDir()); len(ents) != 1 {
+		t.Fatalf("spool files %v", ents)
+	}
+	s.Close()
+	waitInFlight(t, h.srv, 0)
+	for i := 0; i < 100; i++ {
+		if ents, _ := os.ReadDir(h.srv.SpoolDir()); len(ents) == 0 && h.srv.SpoolBytes() == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ents, _ := os.ReadDir(h.srv.SpoolDir())
+	t.Fatalf("after the drop: spool files %v, spool bytes %d", ents, h.srv.SpoolBytes())
+}

@@ -96,9 +96,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.tr = tr
 	s.mu.Unlock()
 	srv := &milter.Server{
-		NewMilter: func() milter.Milter { return newSession(s) },
-		Actions:   Actions,
-		Protocol:  Protocol,
+		NewMilter: func() milter.Milter {
+			ses := newSession(s)
+			if c := tr.claim(); c != nil {
+				c.onClose = ses.reset // a dropped connection ends its message: spool and count freed
+			}
+			return ses
+		},
+		Actions:  Actions,
+		Protocol: Protocol,
 	}
 	if s.cfg.RequestMacros {
 		srv.Actions |= milter.OptSetSymList

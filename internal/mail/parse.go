@@ -22,8 +22,9 @@ func ReadMessage(r io.Reader, s *Spool) (*Message, error) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull { // a line longer than the buffer: collect it whole
+			line = append([]byte(nil), line...) // copy first: the next read reuses the buffer
 			rest, rerr := br.ReadBytes('\n')
-			line = append(append([]byte(nil), line...), rest...)
+			line = append(line, rest...)
 			err = rerr
 		}
 		if len(line) == 0 && err != nil {
