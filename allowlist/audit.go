@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -87,4 +88,33 @@ func ReadAudit(path string) ([]AuditRecord, error) {
 		return out, fmt.Errorf("audit: %s: %w", AuditPath(path), err)
 	}
 	return out, nil
+}
+
+// prepareChange checks entries about to be added by who (action add or import), the same
+// way for every store: an author for the audit trail, a reason and an owner on every entry,
+// nothing already expired. It returns copies with Added defaulted to today (UTC).
+func prepareChange(entries []Entry, who, action string, now time.Time) ([]Entry, error) {
+	if strings.TrimSpace(who) == "" {
+		return nil, fmt.Errorf("allowlist: %s: who is required for the audit trail", action)
+	}
+	if len(entries) == 0 {
+		return nil, fmt.Errorf("allowlist: %s: no entries", action)
+	}
+	entries = cloneEntries(entries)
+	for i := range entries {
+		e := &entries[i]
+		e.Line = 0
+		if e.Added.IsZero() {
+			e.Added = DateOf(now)
+		}
+		switch {
+		case strings.TrimSpace(e.Reason) == "":
+			return nil, fmt.Errorf("allowlist: %s: entry %q: reason is missing", action, e.ID)
+		case strings.TrimSpace(e.Owner) == "":
+			return nil, fmt.Errorf("allowlist: %s: entry %q: owner is missing", action, e.ID)
+		case e.Expired(now):
+			return nil, fmt.Errorf("allowlist: %s: entry %q: expires = %s is already past", action, e.ID, e.Expires)
+		}
+	}
+	return entries, nil
 }

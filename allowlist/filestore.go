@@ -212,28 +212,10 @@ func (s *FileStore) Import(entries []Entry, who, reason string) error {
 }
 
 func (s *FileStore) add(entries []Entry, who, action, reason string) error {
-	if strings.TrimSpace(who) == "" {
-		return fmt.Errorf("allowlist: %s: who is required for the audit trail", action)
-	}
-	if len(entries) == 0 {
-		return fmt.Errorf("allowlist: %s: no entries", action)
-	}
 	now := s.now()
-	entries = cloneEntries(entries)
-	for i := range entries {
-		e := &entries[i]
-		e.Line = 0
-		if e.Added.IsZero() {
-			e.Added = DateOf(now)
-		}
-		switch {
-		case strings.TrimSpace(e.Reason) == "":
-			return fmt.Errorf("allowlist: %s: entry %q: reason is missing", action, e.ID)
-		case strings.TrimSpace(e.Owner) == "":
-			return fmt.Errorf("allowlist: %s: entry %q: owner is missing", action, e.ID)
-		case e.Expired(now):
-			return fmt.Errorf("allowlist: %s: entry %q: expires = %s is already past", action, e.ID, e.Expires)
-		}
+	entries, err := prepareChange(entries, who, action, now)
+	if err != nil {
+		return err
 	}
 
 	s.mu.Lock()

@@ -768,28 +768,10 @@ func (s *RedisStore) Import(entries []Entry, who, reason string) error {
 }
 
 func (s *RedisStore) add(entries []Entry, who, action, reason string) error {
-	if strings.TrimSpace(who) == "" {
-		return fmt.Errorf("allowlist: %s: who is required for the audit trail", action)
-	}
-	if len(entries) == 0 {
-		return fmt.Errorf("allowlist: %s: no entries", action)
-	}
 	now := s.now()
-	entries = cloneEntries(entries)
-	for i := range entries {
-		e := &entries[i]
-		e.Line = 0
-		if e.Added.IsZero() {
-			e.Added = DateOf(now)
-		}
-		switch {
-		case strings.TrimSpace(e.Reason) == "":
-			return fmt.Errorf("allowlist: %s: entry %q: reason is missing", action, e.ID)
-		case strings.TrimSpace(e.Owner) == "":
-			return fmt.Errorf("allowlist: %s: entry %q: owner is missing", action, e.ID)
-		case e.Expired(now):
-			return fmt.Errorf("allowlist: %s: entry %q: expires = %s is already past", action, e.ID, e.Expires)
-		}
+	entries, err := prepareChange(entries, who, action, now)
+	if err != nil {
+		return err
 	}
 	// Check the entries themselves before asking Redis.
 	if _, err := NewList(entries); err != nil {
@@ -809,7 +791,7 @@ func (s *RedisStore) add(entries []Entry, who, action, reason string) error {
 		}
 		recs[i] = AuditRecord{Time: now.UTC(), Who: who, Action: action, ID: entries[i].ID, Entry: &entries[i], Reason: why}
 	}
-	err := s.change(action, func(cur map[string]string) (map[string]any, []string, []AuditRecord, error) {
+	err = s.change(action, func(cur map[string]string) (map[string]any, []string, []AuditRecord, error) {
 		if _, err := s.decode(cur); err != nil {
 			return nil, nil, nil, fmt.Errorf("allowlist: %s: the list in redis is invalid; remove or fix the invalid entries first, nothing changed: %w", action, err)
 		}

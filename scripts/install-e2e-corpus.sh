@@ -8,34 +8,8 @@
 # Idempotent: a complete tree (marker file) is left alone.
 set -euo pipefail
 
-cache=${FPSAFE_E2E_CACHE:-/var/cache/fpsafe-e2e}
-
-# unpack NAME PKG...: the same layout and marker as daemontest.DebTree.
-unpack() {
-  local name=$1; shift
-  local tree=$cache/$name want="$*"
-  if [ -f "$tree/.fpsafe-unpacked" ] && [ "$(cat "$tree/.fpsafe-unpacked")" = "$want" ]; then
-    echo "install-e2e-corpus: $tree present"
-    return
-  fi
-  mkdir -p "$cache"
-  local tmp
-  tmp=$(mktemp -d "$cache/$name.tmp-XXXXXX")
-  mkdir "$tmp/debs"
-  if ! (cd "$tmp/debs" && apt-get download -q "$@"); then
-    # no package lists yet (fresh container): fetch them once and retry
-    apt-get update -qq
-    (cd "$tmp/debs" && apt-get download -q "$@")
-  fi
-  for deb in "$tmp"/debs/*.deb; do
-    dpkg-deb -x "$deb" "$tmp/root"
-  done
-  printf '%s\n' "$want" >"$tmp/root/.fpsafe-unpacked"
-  rm -rf "$tree"
-  mv "$tmp/root" "$tree"
-  rm -rf "$tmp"
-  echo "install-e2e-corpus: unpacked $want into $tree"
-}
+me=install-e2e-corpus
+. "$(dirname "$0")/lib-debtree.sh"
 
 unpack enmime golang-github-jhillyerd-enmime-dev
 n=$(find "$cache/enmime" -path '*/enmime/testdata/*' \( -path '*/mail/*' -o -path '*/low-quality/*' \) -name '*.raw' | wc -l)
