@@ -36,6 +36,10 @@ type Config struct {
 	// directory under the system temp dir).
 	SpoolDir    string        `toml:"spool_dir"`
 	SpoolMemory bytesize.Size `toml:"spool_memory"`
+	// SpoolMemoryTotal bounds the body bytes kept in memory by all messages in flight
+	// together; past it, bodies go to spool files whatever their size. It keeps the
+	// resident memory of a burst of large messages bounded.
+	SpoolMemoryTotal bytesize.Size `toml:"spool_memory_total"`
 	// RequestMacros asks the MTA, during negotiation, for the macros fpsafe reads (queue id,
 	// client address, SASL login), so that no MTA configuration is needed for them.
 	RequestMacros bool `toml:"request_macros"`
@@ -44,13 +48,14 @@ type Config struct {
 // DefaultConfig returns the [milter] defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:          "inet:127.0.0.1:8890",
-		SocketMode:      "0660",
-		DecisionTimeout: 8 * time.Second,
-		IdleTimeout:     10 * time.Minute,
-		MaxConnections:  512,
-		SpoolMemory:     1 << 20,
-		RequestMacros:   true,
+		Listen:           "inet:127.0.0.1:8890",
+		SocketMode:       "0660",
+		DecisionTimeout:  8 * time.Second,
+		IdleTimeout:      10 * time.Minute,
+		MaxConnections:   512,
+		SpoolMemory:      1 << 20,
+		SpoolMemoryTotal: 32 << 20,
+		RequestMacros:    true,
 	}
 }
 
@@ -78,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < time.Second {
 		return fmt.Errorf("milter.idle_timeout = %s: must be at least 1s", c.IdleTimeout)
+	}
+	if c.SpoolMemoryTotal < c.SpoolMemory {
+		return fmt.Errorf("milter.spool_memory_total = %s: must not be below spool_memory %s", c.SpoolMemoryTotal, c.SpoolMemory)
 	}
 	if c.MaxConnections < 1 {
 		return fmt.Errorf("milter.max_connections = %d: must be at least 1", c.MaxConnections)

@@ -33,6 +33,7 @@ type Server struct {
 
 	inFlight   atomic.Int64 // messages between MAIL FROM and end-of-message
 	spoolBytes atomic.Int64 // body bytes held for messages in flight, memory and files
+	budget     *mail.Budget // body bytes in memory, all messages together
 
 	// OnDecision, when set before Serve, is called after every decision has been applied
 	// (metrics, the decision log). It must not block.
@@ -57,7 +58,7 @@ func New(cfg Config, d Decider, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, budget: mail.NewBudget(int64(cfg.SpoolMemoryTotal))}
 	s.decider.Store(&deciderBox{d})
 	s.spool = cfg.SpoolDir
 	if s.spool == "" {

@@ -62,7 +62,7 @@ func (s *session) MailFrom(from string, m *milter.Modifier) (resp milter.Respons
 	defer s.guard("mail", &resp)
 	s.reset()
 	s.srv.inFlight.Add(1)
-	s.spool = mail.NewSpool(s.srv.spool, int64(s.srv.cfg.SpoolMemory))
+	s.spool = mail.NewSpool(s.srv.spool, int64(s.srv.cfg.SpoolMemory)).WithBudget(s.srv.budget)
 	s.msg = &mail.Message{Env: mail.Envelope{
 		MailFrom: strings.Trim(from, "<>"), ClientIP: s.clientIP, ClientName: s.clientName, Helo: s.helo,
 	}}

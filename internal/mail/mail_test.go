@@ -175,3 +175,35 @@ func TestFromAddresses(t *testing.T) {
 		t.Errorf("AddressDomain: %q", d)
 	}
 }
+
+// A shared budget sends bodies to files once it is spent, and gets its bytes back when the
+// bodies are removed or discarded.
+func TestSpoolBudget(t *testing.T) {
+	dir := t.TempDir()
+	b := NewBudget(100)
+	s1 := NewSpool(dir, 1000).WithBudget(b)
+	s1.Write(make([]byte, 80))
+	s2 := NewSpool(dir, 1000).WithBudget(b)
+	s2.Write(make([]byte, 30)) // would pass 100: to a file
+	if s1.OnDisk() || !s2.OnDisk() || b.Used() != 80 {
+		t.Fatalf("on disk %v %v, used %d", s1.OnDisk(), s2.OnDisk(), b.Used())
+	}
+	s1.Body().Remove()
+	s2.Body().Remove()
+	if b.Used() != 0 {
+		t.Fatalf("used %d after Remove", b.Used())
+	}
+	s3 := NewSpool(dir, 1000).WithBudget(b)
+	s3.Write(make([]byte, 50))
+	s3.Write(make([]byte, 60)) // spills: what it held in memory is given back
+	if !s3.OnDisk() || b.Used() != 0 {
+		t.Fatalf("on disk %v used %d", s3.OnDisk(), b.Used())
+	}
+	s3.Discard()
+	s4 := NewSpool(dir, 1000).WithBudget(b)
+	s4.Write(make([]byte, 10))
+	s4.Discard()
+	if b.Used() != 0 {
+		t.Fatalf("used %d after Discard", b.Used())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // Body is a message body that can be read any number of times, by several readers at once.
@@ -36,9 +37,41 @@ func (b BytesBody) Remove() error { return nil }
 type Spool struct {
 	dir       string
 	threshold int64
+	budget    *Budget
 	buf       bytes.Buffer
 	file      *os.File
 	size      int64
+}
+
+// Budget bounds the body bytes that all the spools sharing it keep in memory together, so
+// that many concurrent messages cannot add up to more RAM than the admin allowed: past the
+// budget, bodies go to spool files. It is safe for concurrent use.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Used is the number of bytes held in memory now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+func (b *Budget) reserve(n int64) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(n) > b.limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *Budget) release(n int64) {
+	if b != nil && n > 0 {
+		b.used.Add(-n)
+	}
 }
 
 // NewSpool returns a spool that keeps up to threshold bytes in memory and writes larger
@@ -47,10 +80,17 @@ func NewSpool(dir string, threshold int64) *Spool {
 	return &Spool{dir: dir, threshold: threshold}
 }
 
+// WithBudget makes the spool also count its memory against b: when b is spent, the body
+// goes to a file even below the threshold.
+func (s *Spool) WithBudget(b *Budget) *Spool {
+	s.budget = b
+	return s
+}
+
 // Write appends p to the body.
 func (s *Spool) Write(p []byte) (int, error) {
 	s.size += int64(len(p))
-	if s.file == nil && int64(s.buf.Len()+len(p)) <= s.threshold {
+	if s.file == nil && int64(s.buf.Len()+len(p)) <= s.threshold && s.budget.reserve(int64(len(p))) {
 		return s.buf.Write(p)
 	}
 	if s.file == nil {
@@ -62,6 +102,7 @@ func (s *Spool) Write(p []byte) (int, error) {
 		if _, err := f.Write(s.buf.Bytes()); err != nil {
 			return 0, fmt.Errorf("spool %s: %w", f.Name(), err)
 		}
+		s.budget.release(int64(s.buf.Len()))
 		s.buf = bytes.Buffer{}
 	}
 	n, err := s.file.Write(p)
@@ -80,7 +121,10 @@ func (s *Spool) OnDisk() bool { return s.file != nil }
 // Body ends writing and returns the collected body. The spool must not be written after.
 func (s *Spool) Body() Body {
 	if s.file == nil {
-		return BytesBody(s.buf.Bytes())
+		if s.budget == nil {
+			return BytesBody(s.buf.Bytes())
+		}
+		return &memBody{BytesBody: s.buf.Bytes(), budget: s.budget}
 	}
 	return &fileBody{f: s.file, size: s.size}
 }
@@ -91,8 +135,21 @@ func (s *Spool) Discard() {
 		(&fileBody{f: s.file}).Remove()
 		s.file = nil
 	}
+	s.budget.release(int64(s.buf.Len()))
 	s.buf = bytes.Buffer{}
 	s.size = 0
+}
+
+// memBody is an in-memory body counted against a Budget until it is removed.
+type memBody struct {
+	BytesBody
+	budget *Budget
+	once   sync.Once
+}
+
+func (b *memBody) Remove() error {
+	b.once.Do(func() { b.budget.release(int64(len(b.BytesBody))) })
+	return nil
 }
 
 // fileBody is a spooled body; readers use ReadAt so several can share one descriptor.
