@@ -464,7 +464,12 @@ func TestDroppedConnectionEndsMessage(t *testing.T) {
 	ok(t)(s.Rcpt("<b@example.net>", nil))
 	ok(t)(s.HeaderEnd())
 	ok(t)(s.BodyChunk(make([]byte, 4096))) // above spool_memory: on disk
-	if ents, _ := os.ReadDir(h.srv.SpoolDir()); len(ents) != 1 {
+	var ents []os.DirEntry
+	for i := 0; i < 200 && len(ents) != 1; i++ { // no reply to wait for: poll
+		time.Sleep(10 * time.Millisecond)
+		ents, _ = os.ReadDir(h.srv.SpoolDir())
+	}
+	if len(ents) != 1 {
 		t.Fatalf("spool files %v", ents)
 	}
 	s.Close()
@@ -475,6 +480,6 @@ func TestDroppedConnectionEndsMessage(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ents, _ := os.ReadDir(h.srv.SpoolDir())
+	ents, _ = os.ReadDir(h.srv.SpoolDir())
 	t.Fatalf("after the drop: spool files %v, spool bytes %d", ents, h.srv.SpoolBytes())
 }

@@ -53,6 +53,16 @@ const Actions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarant
 // header section byte for byte (DKIM simple canonicalisation).
 const Protocol = milter.OptHeaderLeadingSpace
 
+// NoReplies are the protocol flags of the fast protocol: the MTA does not wait for an
+// answer to each connect, HELO, MAIL, RCPT, end-of-headers and body chunk event (fpsafe
+// would only ever say CONTINUE there). Postfix (>= 2.6) and Sendmail (>= 8.14) honour them
+// even for a version 2 milter. Headers still get replies: go-milter v0.5.0 answers a header
+// packet it cannot split into name and value (a NUL inside the value) by itself, which with
+// SMFIP_NR_HDR would put the MTA one reply out of step — a way for a sender to switch the
+// filter off.
+const NoReplies = milter.OptNoConnReply | milter.OptNoHeloReply | milter.OptNoMailReply | milter.OptNoRcptReply |
+	milter.OptNoEOHReply | milter.OptNoBodyReply
+
 // New returns a server that hands each message to d. log may be nil.
 func New(cfg Config, d Decider, log *slog.Logger) (*Server, error) {
 	if log == nil {
@@ -106,6 +116,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		},
 		Actions:  Actions,
 		Protocol: Protocol,
+	}
+	if s.cfg.FastProtocol {
+		srv.Protocol |= NoReplies
 	}
 	if s.cfg.RequestMacros {
 		srv.Actions |= milter.OptSetSymList

@@ -25,6 +25,7 @@ const maxHeaderBytes = mail.MaxHeaderBytes
 // (go-milter keeps its header map across messages when the MTA sends no ABORT).
 type session struct {
 	srv *Server
+	ack milter.Response // the answer to every event before end-of-message: CONTINUE, or none (fast protocol)
 
 	// connection
 	clientIP   netip.Addr
@@ -38,28 +39,34 @@ type session struct {
 	failure     string // why the message cannot be scanned, e.g. a spool write error
 }
 
-func newSession(s *Server) *session { return &session{srv: s} }
+func newSession(s *Server) *session {
+	ses := &session{srv: s, ack: milter.RespContinue}
+	if s.cfg.FastProtocol {
+		ses.ack = nil // the MTA was told not to wait for these replies
+	}
+	return ses
+}
 
 // Every callback answers CONTINUE and swallows its errors: an error returned to go-milter
 // closes the connection, and the MTA would then apply its default action.
 
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("connect", &resp)
+	defer s.guard("connect", &resp, s.ack)
 	s.clientName = host
 	if ip, ok := netip.AddrFromSlice(addr); ok {
 		s.clientIP = ip.Unmap()
 	}
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 func (s *session) Helo(name string, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("helo", &resp)
+	defer s.guard("helo", &resp, s.ack)
 	s.helo = name
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 func (s *session) MailFrom(from string, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("mail", &resp)
+	defer s.guard("mail", &resp, s.ack)
 	s.reset()
 	s.srv.inFlight.Add(1)
 	s.spool = mail.NewSpool(s.srv.spool, int64(s.srv.cfg.SpoolMemory)).WithBudget(s.srv.budget)
@@ -67,20 +74,20 @@ func (s *session) MailFrom(from string, m *milter.Modifier) (resp milter.Respons
 		MailFrom: strings.Trim(from, "<>"), ClientIP: s.clientIP, ClientName: s.clientName, Helo: s.helo,
 	}}
 	s.macros(m)
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 func (s *session) RcptTo(rcpt string, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("rcpt", &resp)
+	defer s.guard("rcpt", &resp, s.ack)
 	if s.msg != nil {
 		s.msg.Env.Rcpts = append(s.msg.Env.Rcpts, strings.Trim(rcpt, "<>"))
 		s.macros(m)
 	}
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 func (s *session) Header(name, value string, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("header", &resp)
+	defer s.guard("header", &resp, milter.RespContinue) // headers are always answered: see NoReplies
 	if s.msg == nil {
 		return milter.RespContinue, nil
 	}
@@ -94,11 +101,11 @@ func (s *session) Header(name, value string, m *milter.Modifier) (resp milter.Re
 }
 
 func (s *session) Headers(_ textproto.MIMEHeader, m *milter.Modifier) (milter.Response, error) {
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 func (s *session) BodyChunk(chunk []byte, m *milter.Modifier) (resp milter.Response, err error) {
-	defer s.guard("body", &resp)
+	defer s.guard("body", &resp, s.ack)
 	if s.spool != nil && s.failure == "" {
 		s.srv.spoolBytes.Add(int64(len(chunk)))
 		if _, err := s.spool.Write(chunk); err != nil {
@@ -106,7 +113,7 @@ func (s *session) BodyChunk(chunk []byte, m *milter.Modifier) (resp milter.Respo
 			s.srv.log.Error("spool write failed", "err", err)
 		}
 	}
-	return milter.RespContinue, nil
+	return s.ack, nil
 }
 
 // Body is end-of-message: decide, apply, and answer CONTINUE (accept). A final response
@@ -225,11 +232,11 @@ func (s *session) unscanned(why string) policy.Decision {
 }
 
 // guard keeps a panic in one callback from killing the connection: the callback still
-// answers CONTINUE, and the message is decided as unscanned at end-of-message.
-func (s *session) guard(stage string, resp *milter.Response) {
+// gives its usual answer, and the message is decided as unscanned at end-of-message.
+func (s *session) guard(stage string, resp *milter.Response, answer milter.Response) {
 	if r := recover(); r != nil {
 		s.srv.log.Error("milter callback panicked", "stage", stage, "panic", r, "stack", string(debug.Stack()))
 		s.failure = fmt.Sprintf("internal error at %s: %v", stage, r)
-		*resp = milter.RespContinue
+		*resp = answer
 	}
 }
