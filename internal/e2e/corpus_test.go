@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/fpsafe/fpsafe/allowlist"
 	"github.com/fpsafe/fpsafe/internal/daemontest"
 	"github.com/fpsafe/fpsafe/internal/dnstest"
 	"github.com/fpsafe/fpsafe/internal/testmsg"
@@ -119,12 +122,12 @@ func allowlistCorpus(t *testing.T) []corpusMsg {
 	}
 }
 
-// allowlistEnv is the DNS zone and allowlist shared by every fpsafe of the run, so that
-// messages signed once verify whichever fpsafe (and restart) scans them.
+// allowlistEnv is the DNS zone and DKIM key shared by every fpsafe of the run, so that
+// messages signed once verify whichever fpsafe (and restart) scans them. The allowlist
+// itself lives in each MTA run's redis-server (seedAllowlist).
 type allowlistEnv struct {
-	dns  *dnstest.Server
-	key  testmsg.DKIMKey
-	list string
+	dns *dnstest.Server
+	key testmsg.DKIMKey
 }
 
 var (
@@ -142,20 +145,7 @@ func allowlisted(t *testing.T) *allowlistEnv {
 		dns.TXT("s1._domainkey.agency.example", key.Record)
 		dns.TXT("_dmarc.agency.example", "v=DMARC1; p=reject")
 		dns.TXT("agency.example", "v=spf1 -all")
-		dir, err := os.MkdirTemp("", "fpsafe-e2e-allowlist-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		list := filepath.Join(dir, "allowlist.toml")
-		os.WriteFile(list, []byte(`[[entry]]
-id = "agency"
-match = "domain:agency.example"
-require = "dmarc"
-reason = "regulator correspondence"
-owner = "compliance@ourcorp.example"
-added = 2026-01-01
-`), 0o644)
-		allowlistVal = &allowlistEnv{dns: dns, key: key, list: list}
+		allowlistVal = &allowlistEnv{dns: dns, key: key}
 	})
 	if allowlistVal == nil {
 		t.Fatal("allowlist environment failed to start")
@@ -163,10 +153,30 @@ added = 2026-01-01
 	return allowlistVal
 }
 
-// allowlistConfig is appended to fpsafe's config: the allowlist file and the local DNS.
-func allowlistConfig(t *testing.T) string {
+// seedAllowlist starts the MTA run's redis-server and imports the allowlist into it, the
+// way a compliance team would (`fpsafe allowlist import`), and returns its URL.
+func seedAllowlist(t *testing.T) (*daemontest.Redis, string) {
+	r := daemontest.StartRedis(t)
+	url := "redis://" + r.Addr + "/0"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := allowlist.NewRedisStore(ctx, allowlist.StoreConfig{Redis: url, Refresh: 30 * time.Second, Prefix: "fpsafe:allowlist"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	err = st.Import([]allowlist.Entry{{ID: "agency", Match: "domain:agency.example", Require: "dmarc",
+		Reason: "regulator correspondence", Owner: "compliance@ourcorp.example", Added: allowlist.NewDate(2026, 1, 1)}}, "e2e", "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, url
+}
+
+// allowlistConfig is appended to fpsafe's config: the allowlist in Redis and the local DNS.
+func allowlistConfig(t *testing.T, redisURL string) string {
 	a := allowlisted(t)
-	return fmt.Sprintf("\n[allowlist]\nfile = %q\n\n[auth]\nauthserv_id = \"mx.e2e.test\"\nresolver = %q\ntimeout = \"2s\"\n", a.list, a.dns.Addr)
+	return fmt.Sprintf("\n[allowlist]\nredis = %q\nrefresh = \"5s\"\n\n[auth]\nauthserv_id = \"mx.e2e.test\"\nresolver = %q\ntimeout = \"2s\"\n", redisURL, a.dns.Addr)
 }
 
 func builtinCorpus() []corpusMsg {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,7 +37,8 @@ func runMTA(t *testing.T, name, bin, spamdAddr, rspamdAddr string) {
 	s := startSink(t)
 	clamd := daemontest.Clamd(t) // per MTA: the clamd drill stops it
 	clamSig := addClamTestSignature(t, clamd)
-	fp := startFpsafe(t, bin, engines{clamd: clamd.Addr, spamd: spamdAddr, rspamd: rspamdAddr})
+	redis, redisURL := seedAllowlist(t) // per MTA: the redis drill stops it
+	fp := startFpsafe(t, bin, engines{clamd: clamd.Addr, spamd: spamdAddr, rspamd: rspamdAddr, redis: redisURL})
 	var m mta
 	switch name {
 	case "postfix":
@@ -82,10 +84,30 @@ func runMTA(t *testing.T, name, bin, spamdAddr, rspamdAddr string) {
 	clamdDrill(t, m, s, l, clamd)
 	t.Logf("clamd drill in %s", time.Since(phase).Round(time.Millisecond))
 
-	// TODO(redis): fpsafe does not use redis yet (the allowlist store will). Then: start
-	// daemontest.StartRedis, point the allowlist store at it, stop it mid-stream like
-	// clamd, and check that the last good allowlist stays in force and mail keeps flowing.
-	t.Log("redis drill: skipped, fpsafe does not use redis yet")
+	phase = time.Now()
+	redisDrill(t, m, s, l, redis)
+	t.Logf("redis drill in %s", time.Since(phase).Round(time.Millisecond))
+}
+
+// redisDrill stops the redis-server that holds the allowlist: fpsafe keeps serving its last
+// snapshot, so the authenticated allowlisted sender still gets through (GTUBE included:
+// tagged, never held), its forgery is still held, and mail keeps flowing.
+func redisDrill(t *testing.T, m mta, s *sink, l *ledger, redis *daemontest.Redis) {
+	t.Helper()
+	redis.Stop()
+	a := allowlisted(t)
+	const sender = "filings@agency.example"
+	gtube := append([]byte("From: "+sender+"\r\n"), bytes.SplitN(testmsg.Spam(), []byte("\r\n"), 2)[1]...)
+	msgs := []corpusMsg{
+		{Name: "redis-drill-genuine-gtube", Raw: withTestID(testmsg.Sign(gtube, "agency.example", "s1", a.key), "redis-drill-genuine-gtube"), From: sender, Expect: expectAllowlisted},
+		{Name: "redis-drill-forged-gtube", Raw: withTestID(gtube, "redis-drill-forged-gtube"), From: sender, Expect: expectHeld},
+		{Name: "redis-drill-ham", Raw: withTestID(testmsg.Ham(), "redis-drill-ham"), Expect: expectDelivered},
+	}
+	offers := sendAll(l, m.Addr(), "redis-drill", msgs, 2)
+	settle(t, m, s, offers, settleWait)
+	for _, o := range offers {
+		checkOffer(t, m, o, verdictsOne)
+	}
 }
 
 // Modes of checkOffer for the number of X-FPSafe-Verdict fields on a delivered copy.

@@ -45,7 +45,8 @@ func buildFpsafe(t *testing.T) string {
 }
 
 // engines are the scanner addresses fpsafe is configured with.
-type engines struct{ clamd, spamd, rspamd string }
+// engines are the addresses fpsafe is pointed at; redis holds the allowlist.
+type engines struct{ clamd, spamd, rspamd, redis string }
 
 // fpsafe is one fpsafe serve process (restartable on the same port).
 type fpsafe struct {
@@ -98,7 +99,7 @@ name = "rspamd"
 type = "rspamd"
 address = %q
 timeout = "12s"
-`, port, spool, e.clamd, e.spamd, e.rspamd)+allowlistConfig(t))
+`, port, spool, e.clamd, e.spamd, e.rspamd)+allowlistConfig(t, e.redis))
 	f := &fpsafe{t: t, bin: bin, cfg: cfg, port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	f.start()
 	return f
