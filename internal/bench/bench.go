@@ -230,6 +230,11 @@ type SMTPResult struct {
 // SendSMTP sends n copies of msg (CRLF) to addr, one message per SMTP session, conc sessions
 // in parallel, each session bounded by timeout.
 func SendSMTP(addr string, msg []byte, n, conc int, timeout time.Duration) SMTPResult {
+	return load(n, conc, func() error { return smtpSession(addr, msg, timeout) })
+}
+
+// load runs n calls of one at conc in parallel and collects their latencies and errors.
+func load(n, conc int, one func() error) SMTPResult {
 	var (
 		mu   sync.Mutex
 		res  SMTPResult
@@ -243,7 +248,7 @@ func SendSMTP(addr string, msg []byte, n, conc int, timeout time.Duration) SMTPR
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
 				t0 := time.Now()
-				err := smtpSession(addr, msg, timeout)
+				err := one()
 				d := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -400,37 +405,7 @@ func SpamdCheck(addr string, msg []byte, timeout time.Duration) error {
 
 // SpamdLoad runs n CHECKs of msg at conc in parallel.
 func SpamdLoad(addr string, msg []byte, n, conc int, timeout time.Duration) SMTPResult {
-	var (
-		mu   sync.Mutex
-		res  SMTPResult
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	start := time.Now()
-	for i := 0; i < conc; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				t0 := time.Now()
-				err := SpamdCheck(addr, msg, timeout)
-				d := time.Since(t0)
-				mu.Lock()
-				if err != nil {
-					res.Errors++
-					if res.FirstErr == nil {
-						res.FirstErr = err
-					}
-				} else {
-					res.Latencies = append(res.Latencies, d)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	res.Wall = time.Since(start)
-	return res
+	return load(n, conc, func() error { return SpamdCheck(addr, msg, timeout) })
 }
 
 // Percentile returns the p-th percentile (0..100, nearest rank) of ds; 0 for none.
