@@ -7,7 +7,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 BENCHTIME ?= 2s
 FUZZTIME  ?= 30s
 
-.PHONY: all build run test deps lint unit bench clean e2e fuzz fuzz-smoke
+.PHONY: all build run test deps lint unit bench clean e2e fuzz fuzz-smoke soak
 
 all: build
 
@@ -54,6 +54,12 @@ fuzz-smoke:
 BENCH_MESSAGES ?= 2000
 bench:
 	BENCH_MESSAGES=$(BENCH_MESSAGES) BENCHTIME=$(BENCHTIME) GO=$(GO) bash scripts/bench.sh
+
+## soak: fault soak (not part of make test): SOAK_MINUTES (default 10) of mail through real Postfix
+## and fpsafe while fpsafe, clamd and redis are killed and engines frozen at random; the ledger must
+## balance and fpsafe's RSS, threads and open files return to their start; see docs/RELIABILITY.md
+soak:
+	m=$${SOAK_MINUTES:-10}; FPSAFE_SOAK=1 SOAK_MINUTES=$$m $(GO) test -count=1 -v -timeout $$((m + 20))m ./internal/soak/
 
 clean:
 	rm -rf bin
