@@ -461,7 +461,8 @@ func (f *fpsafe) scrape(t *testing.T) string {
 	for _, line := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(line, "fpsafe_sessions_in_flight") || strings.HasPrefix(line, "fpsafe_spool_bytes") ||
 			strings.HasPrefix(line, "fpsafe_allowlist_snapshot_age_seconds") || strings.HasPrefix(line, "fpsafe_engine_breaker_open") ||
-			strings.HasPrefix(line, "fpsafe_messages_total") || strings.HasPrefix(line, "fpsafe_unscanned_total") {
+			strings.HasPrefix(line, "fpsafe_messages_total") || strings.HasPrefix(line, "fpsafe_unscanned_total") ||
+			strings.HasPrefix(line, "go_goroutines") || strings.HasPrefix(line, "process_open_fds") {
 			keep = append(keep, line)
 		}
 	}

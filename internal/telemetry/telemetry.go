@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fpsafe/fpsafe/internal/mail"
 	"github.com/fpsafe/fpsafe/policy"
@@ -55,7 +56,8 @@ func New(decisions *slog.Logger) *Recorder {
 	r.unscanned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fpsafe_unscanned_total", Help: "Messages delivered unscanned, by reason.",
 	}, []string{"reason"})
-	r.reg.MustRegister(r.messages, r.took, r.latency, r.outcomes, r.allowlist, r.unscanned)
+	r.reg.MustRegister(r.messages, r.took, r.latency, r.outcomes, r.allowlist, r.unscanned,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
 
