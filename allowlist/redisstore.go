@@ -650,6 +650,18 @@ func (s *RedisStore) load(parent context.Context, stopping bool) error {
 		s.down = false
 		s.log.Info("allowlist: redis reachable again", "redis", s.url, "down_since_loaded", s.loadedAt)
 	}
+	if version == 0 && s.version > 0 && len(m) == 0 {
+		// Redis answered, but the version counter and every entry are gone: it restarted
+		// without persistence, or was flushed. An empty list is not what anybody edited,
+		// so the last good list stays until a list is written again (import, add).
+		err := fmt.Errorf("allowlist: redis %s: %w: the version counter and every entry are gone (redis restarted without persistence, or was flushed); the last good list (version %d, %d entries) stays active: re-import the list",
+			s.url, errRedisInvalid, s.version, s.cur.Load().Len())
+		if s.lastErr == nil || s.lastErr.Error() != err.Error() {
+			s.log.Error("allowlist: redis lost the list; the last good list stays active", "redis", s.url, "version", s.version)
+		}
+		s.lastErr = err
+		return err
+	}
 	if d == s.digest {
 		s.lastErr, s.loadedAt, s.version = nil, now, version
 		s.log.Debug("allowlist: unchanged", "redis", s.url, "entries", s.cur.Load().Len(), "version", version)

@@ -757,3 +757,39 @@ func TestRedisStorePasswordNeverShown(t *testing.T) {
 		t.Errorf("log shows the password:\n%s", lg)
 	}
 }
+
+// A Redis that lost everything (restart without persistence, FLUSHALL) does not empty the
+// allowlist: the last good list stays until a list is written again.
+func TestRedisStoreLostDataKeepsLastList(t *testing.T) {
+	t.Parallel()
+	r := startTestRedis(t, false)
+	c := r.client()
+	ctx := context.Background()
+	s, _ := newRedisTestStore(t, r.url(), time.Hour)
+	if err := s.Add(redisEnt("sec-filings", "domain:sec.gov", RequireDMARC), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || s.Snapshot().Len() != 1 {
+		t.Fatalf("initial load: %v, %d entries", err, s.Snapshot().Len())
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Reload()
+	if err == nil || !strings.Contains(err.Error(), "every entry are gone") || s.Snapshot().Len() != 1 {
+		t.Fatalf("after FLUSHALL: %v, %d entries", err, s.Snapshot().Len())
+	}
+	if m := s.Lookup(dmarcPass("edgar@sec.gov"), nil, time.Now()); m == nil || !m.Authenticated {
+		t.Fatalf("the last good list is not active: %+v", m)
+	}
+	// re-importing the list (version 1 again) is accepted
+	if err := s.Import([]Entry{redisEnt("ir", "domain:ir.example", RequireDKIM)}, "bob", "restore after redis lost its data"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || s.Snapshot().Len() != 1 {
+		t.Fatalf("after re-import: %v, %v", err, s.Snapshot().Entries())
+	}
+	if _, ok := s.Snapshot().Entry("ir"); !ok {
+		t.Fatalf("re-imported list not active: %v", s.Snapshot().Entries())
+	}
+}
