@@ -59,7 +59,7 @@ bench:
 ## and fpsafe while fpsafe, clamd and redis are killed and engines frozen at random; the ledger must
 ## balance and fpsafe's RSS, threads and open files return to their start; see docs/RELIABILITY.md
 soak:
-	m=$${SOAK_MINUTES:-10}; FPSAFE_SOAK=1 SOAK_MINUTES=$$m $(GO) test -count=1 -v -timeout $$((m + 20))m ./internal/soak/
+	m=$${SOAK_MINUTES:-10}; SOAK_MINUTES=$$m $(GO) test -tags soak -count=1 -v -timeout $$((m + 20))m ./internal/soak/
 
 clean:
 	rm -rf bin

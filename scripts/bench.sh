@@ -17,7 +17,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-export FPSAFE_BENCH=1
 export BENCH_MESSAGES=${BENCH_MESSAGES:-2000}
 export BENCH_REPS=${BENCH_REPS:-3}
 export BENCH_STEADY=${BENCH_STEADY:-10m}
@@ -45,19 +44,19 @@ echo "# fpsafe benchmarks, results in $DIR"
 status=0
 if ! skip go; then
   echo "## Go benchmarks"
-  $GO test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" ./... 2>&1 | grep --line-buffered -v 'Error reading milter command' | tee "$DIR/go-bench.txt" || status=1
+  $GO test -tags bench -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" ./... 2>&1 | grep --line-buffered -v 'Error reading milter command' | tee "$DIR/go-bench.txt" || status=1
 fi
 if ! skip memory; then
   echo "## memory: peak RSS"
-  $GO test -count=1 -timeout 30m -run 'TestMemoryPeak' -v ./internal/bench/ 2>&1 | grep --line-buffered -E '^BENCH|TARGET|^(---|ok|FAIL|PASS)' | tee "$DIR/memory.txt" || status=1
+  $GO test -tags bench -count=1 -timeout 30m -run 'TestMemoryPeak' -v ./internal/bench/ 2>&1 | grep --line-buffered -E '^BENCH|TARGET|^(---|ok|FAIL|PASS)' | tee "$DIR/memory.txt" || status=1
 fi
 if ! skip steady; then
   echo "## memory: steady state for $BENCH_STEADY"
-  $GO test -count=1 -timeout 3h -run 'TestSteadyRSS' -v ./internal/bench/ 2>&1 | grep --line-buffered -E '^BENCH|TARGET|^(---|ok|FAIL|PASS)' | tee "$DIR/steady.txt" || status=1
+  $GO test -tags bench -count=1 -timeout 3h -run 'TestSteadyRSS' -v ./internal/bench/ 2>&1 | grep --line-buffered -E '^BENCH|TARGET|^(---|ok|FAIL|PASS)' | tee "$DIR/steady.txt" || status=1
 fi
 if ! skip e2e; then
   echo "## end to end: Postfix + smtp-source, $BENCH_REPS reps x $BENCH_MESSAGES messages"
-  $GO test -count=1 -timeout 4h -run 'TestEndToEnd' -v ./internal/bench/ 2>&1 | grep --line-buffered -vE 'Error reading milter command' | tee "$DIR/e2e.txt" | grep -E '^BENCH|^\||^(---|ok|FAIL|PASS)' || status=1
+  $GO test -tags bench -count=1 -timeout 4h -run 'TestEndToEnd' -v ./internal/bench/ 2>&1 | grep --line-buffered -vE 'Error reading milter command' | tee "$DIR/e2e.txt" | grep -E '^BENCH|^\||^(---|ok|FAIL|PASS)' || status=1
 fi
 echo "results in $DIR"
 exit $status

@@ -1,7 +1,7 @@
 // Package bench holds fpsafe's load benchmarks against real Postfix and the classic
 // milters (clamav-milter, spamass-milter, rspamd's proxy), and the memory measurements of
-// the fpsafe binary. The heavy runs are tests that skip unless FPSAFE_BENCH=1 (see
-// scripts/bench.sh and `make bench`); docs/BENCHMARKS.md records the results.
+// the fpsafe binary. The heavy runs are behind the `bench` build tag (see
+// scripts/bench.sh and `make bench`), so that `go test ./...` does not run them; docs/BENCHMARKS.md records the results.
 package bench
 
 import (
@@ -21,8 +21,6 @@ import (
 	"time"
 )
 
-// Enabled reports whether the heavy benchmarks run (FPSAFE_BENCH=1).
-func Enabled() bool { return os.Getenv("FPSAFE_BENCH") == "1" }
 
 // EnvInt returns the integer in the environment variable name, or def.
 func EnvInt(name string, def int) int {

@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -41,10 +43,9 @@ type runResult struct {
 
 // TestEndToEnd is `make bench`: Postfix + smtp-source (20 sessions, one message per
 // session) against each configuration, the repetitions interleaved, then medians and
-// same-repetition ratios. FPSAFE_BENCH=1 runs it; BENCH_MESSAGES (2000) per rep,
+// same-repetition ratios. `-tags bench` builds it; BENCH_MESSAGES (2000) per rep,
 // BENCH_REPS (3), BENCH_LATENCY (200) messages for the latency client.
 func TestEndToEnd(t *testing.T) {
-	requireBench(t)
 	daemontest.Require(t, "smtp-source")
 	n := EnvInt("BENCH_MESSAGES", 2000)
 	reps := EnvInt("BENCH_REPS", 3)

@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -12,14 +14,6 @@ import (
 
 	"github.com/fpsafe/fpsafe/internal/daemontest"
 )
-
-// requireBench skips the heavy runs unless FPSAFE_BENCH=1: `go test ./...` stays quick.
-func requireBench(t *testing.T) {
-	t.Helper()
-	if !Enabled() {
-		t.Skip("load benchmark: set FPSAFE_BENCH=1 (scripts/bench.sh, make bench)")
-	}
-}
 
 var builtFpsafe string
 

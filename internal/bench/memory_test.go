@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -77,7 +79,6 @@ func textBody(size int) []byte {
 // then in a fresh process with one 100 MB message. The engine is an instant fake clamd that
 // reads each stream to its end (clamd's max_size 25MiB: the 100 MB message is skipped for it).
 func TestMemoryPeak(t *testing.T) {
-	requireBench(t)
 	fc, err := StartFakeClamd()
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,6 @@ func TestMemoryPeak(t *testing.T) {
 // BENCH_STEADY (default 10m) and compares VmRSS after the first minute (or half of the
 // run, whichever is shorter) with VmRSS at the end.
 func TestSteadyRSS(t *testing.T) {
-	requireBench(t)
 	dur := EnvDuration("BENCH_STEADY", 10*time.Minute)
 	fc, err := StartFakeClamd()
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build soak
+
 package soak
 
 // The SMTP client, sink and ledger: a trimmed copy of internal/e2e (ledger_test.go,

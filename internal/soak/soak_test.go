@@ -1,3 +1,5 @@
+//go:build soak
+
 package soak
 
 import (
@@ -42,9 +44,6 @@ const (
 )
 
 func TestSoak(t *testing.T) {
-	if os.Getenv("FPSAFE_SOAK") != "1" {
-		t.Skip("fault soak: set FPSAFE_SOAK=1 (make soak)")
-	}
 	minutes := 10
 	if s := os.Getenv("SOAK_MINUTES"); s != "" {
 		n, err := strconv.Atoi(s)
