@@ -21,7 +21,6 @@ import (
 	"time"
 )
 
-
 // EnvInt returns the integer in the environment variable name, or def.
 func EnvInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
