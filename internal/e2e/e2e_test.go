@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fpsafe/fpsafe/internal/daemontest"
+	"github.com/fpsafe/fpsafe/internal/smtptest"
 	"github.com/fpsafe/fpsafe/internal/testmsg"
 )
 
@@ -34,7 +35,7 @@ func TestEndToEnd(t *testing.T) {
 
 func runMTA(t *testing.T, name, bin, spamdAddr, rspamdAddr string) {
 	start := time.Now()
-	s := startSink(t)
+	s := smtptest.StartSink(t)
 	clamd := daemontest.Clamd(t) // per MTA: the clamd drill stops it
 	clamSig := addClamTestSignature(t, clamd)
 	redis, redisURL := seedAllowlist(t) // per MTA: the redis drill stops it
@@ -62,7 +63,7 @@ func runMTA(t *testing.T, name, bin, spamdAddr, rspamdAddr string) {
 				}
 			}
 		}
-		if others := s.others(l.rcpts()); len(others) > 0 {
+		if others := s.Others(l.rcpts()); len(others) > 0 {
 			t.Errorf("%d unexpected deliveries at the sink (bounces?), first from <%s>:\n%.2000s", len(others), others[0].From, others[0].Data)
 		}
 	}()
@@ -92,7 +93,7 @@ func runMTA(t *testing.T, name, bin, spamdAddr, rspamdAddr string) {
 // redisDrill stops the redis-server that holds the allowlist: fpsafe keeps serving its last
 // snapshot, so the authenticated allowlisted sender still gets through (GTUBE included:
 // tagged, never held), its forgery is still held, and mail keeps flowing.
-func redisDrill(t *testing.T, m mta, s *sink, l *ledger, redis *daemontest.Redis) {
+func redisDrill(t *testing.T, m mta, s *smtptest.Sink, l *ledger, redis *daemontest.Redis) {
 	t.Helper()
 	redis.Stop()
 	a := allowlisted(t)
@@ -204,7 +205,7 @@ func checkHeaders(t *testing.T, id, raw string, o *offer, mode int) {
 // they run, lets at least six messages go through while it is down, and restarts it on the
 // same port. Mail sent while it is down passes unfiltered (milter_default_action=accept,
 // no F= flag); nothing may be lost, rejected or held for fpsafe's absence.
-func killDrill(t *testing.T, m mta, s *sink, l *ledger, fp *fpsafe) {
+func killDrill(t *testing.T, m mta, s *smtptest.Sink, l *ledger, fp *fpsafe) {
 	t.Helper()
 	const n, workers, before, whileDown = 40, 2, 10, 6
 	offers := make([]*offer, n)
@@ -306,7 +307,7 @@ func killDrill(t *testing.T, m mta, s *sink, l *ledger, fp *fpsafe) {
 // clamdDrill stops clamd and checks that mail keeps flowing: EICAR is no longer found
 // (delivered, the report names clamd as not scanned), GTUBE is still quarantined by spamd
 // and rspamd agreeing, ham is delivered clean.
-func clamdDrill(t *testing.T, m mta, s *sink, l *ledger, clamd *daemontest.ClamdDaemon) {
+func clamdDrill(t *testing.T, m mta, s *smtptest.Sink, l *ledger, clamd *daemontest.ClamdDaemon) {
 	t.Helper()
 	clamd.Stop()
 	msgs := []corpusMsg{

@@ -3,14 +3,14 @@ package e2e
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/smtp"
 	"net/textproto"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fpsafe/fpsafe/internal/smtptest"
 )
 
 // smtpTimeout bounds one SMTP transaction of the test client (connect to QUIT). The MTAs
@@ -36,9 +36,9 @@ type offer struct {
 	Err    error // SMTP failure, if any
 	Code   int   // its SMTP code (0: network error)
 	Out    string
-	Copy   *delivery // when delivered
-	Held   *heldMsg  // when held
-	Copies int       // copies at the sink (more than one is a duplicate delivery)
+	Copy   *smtptest.Delivery // when delivered
+	Held   *heldMsg           // when held
+	Copies int                // copies at the sink (more than one is a duplicate delivery)
 }
 
 // heldMsg is a quarantined message as the MTA's queue shows it.
@@ -114,7 +114,7 @@ func (c counts) balanced() bool {
 // error is recorded as a rejection, never fatal to the caller's loop.
 func send(addr, from string, o *offer) {
 	o.Start = time.Now()
-	err := sendSMTP(addr, from, o.Rcpt, o.Msg.Raw)
+	err := smtptest.Send(addr, from, o.Rcpt, o.Msg.Raw, smtpTimeout)
 	o.End = time.Now()
 	if err != nil {
 		o.Err, o.Out = err, outRejected
@@ -123,41 +123,6 @@ func send(addr, from string, o *offer) {
 			o.Code = te.Code
 		}
 	}
-}
-
-func sendSMTP(addr, from, rcpt string, raw []byte) error {
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(smtpTimeout))
-	c, err := smtp.NewClient(conn, "127.0.0.1")
-	if err != nil {
-		return fmt.Errorf("greeting: %w", err)
-	}
-	// net/smtp adds BODY=8BITMIME and SMTPUTF8 to MAIL when the server offers them.
-	if err := c.Hello("client.e2e.test"); err != nil {
-		return fmt.Errorf("EHLO: %w", err)
-	}
-	if err := c.Mail(from); err != nil {
-		return fmt.Errorf("MAIL: %w", err)
-	}
-	if err := c.Rcpt(rcpt); err != nil {
-		return fmt.Errorf("RCPT: %w", err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		return fmt.Errorf("DATA: %w", err)
-	}
-	if _, err := w.Write(raw); err != nil {
-		return fmt.Errorf("DATA write: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return fmt.Errorf("end of DATA: %w", err)
-	}
-	c.Quit() // the message is accepted; a QUIT problem does not change that
-	return nil
 }
 
 // sendAll offers the messages with `workers` parallel connections and returns when all
@@ -202,7 +167,7 @@ type mta interface {
 
 // settle waits (at most wait) until every accepted offer is delivered or held, then
 // records the outcomes: what is neither by then is missing.
-func settle(t *testing.T, m mta, s *sink, offers []*offer, wait time.Duration) {
+func settle(t *testing.T, m mta, s *smtptest.Sink, offers []*offer, wait time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	lastKick := time.Now()
@@ -217,7 +182,7 @@ func settle(t *testing.T, m mta, s *sink, offers []*offer, wait time.Duration) {
 				continue
 			}
 			o.Out, o.Copy, o.Held = outPending, nil, nil
-			cs := s.copies(o.Rcpt)
+			cs := s.Copies(o.Rcpt)
 			o.Copies = len(cs)
 			switch {
 			case len(cs) > 0:

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fpsafe/fpsafe/internal/daemontest"
+	"github.com/fpsafe/fpsafe/internal/smtptest"
 	"github.com/fpsafe/fpsafe/internal/testmsg"
 )
 
@@ -58,7 +59,7 @@ func TestSoak(t *testing.T) {
 	rspamd := daemontest.StartRspamd(t)
 	clamd := daemontest.Clamd(t)
 	redis := daemontest.StartRedis(t)
-	snk := startSink(t)
+	snk := smtptest.StartSink(t)
 	fp := newFpsafe(t, bin, clamd.Addr, spamd.Addr, rspamd.Addr, redis.Addr)
 	fp.seedAllowlist()
 	fp.start()
@@ -72,7 +73,7 @@ func TestSoak(t *testing.T) {
 	sendOne := func() {
 		kind, raw := pick(int(seq.Add(1)))
 		o := l.newOffer(kind)
-		if err := sendSMTP(pf.Addr, sender, o.Rcpt, raw); err != nil {
+		if err := smtptest.Send(pf.Addr, sender, o.Rcpt, raw, 120*time.Second); err != nil {
 			o.Err, o.Out = err, outRejected
 		}
 	}
@@ -175,7 +176,7 @@ func pick(n int) (string, []byte) {
 }
 
 // settle waits (at most wait) until every accepted offer is delivered or held.
-func settle(t *testing.T, pf *daemontest.Postfix, s *sink, l *ledger, wait time.Duration) {
+func settle(t *testing.T, pf *daemontest.Postfix, s *smtptest.Sink, l *ledger, wait time.Duration) {
 	t.Helper()
 	deadline, lastKick := time.Now().Add(wait), time.Now()
 	for {
@@ -196,7 +197,7 @@ func settle(t *testing.T, pf *daemontest.Postfix, s *sink, l *ledger, wait time.
 			if o.Out == outRejected {
 				continue
 			}
-			o.Copies = s.copies(o.Rcpt)
+			o.Copies = len(s.Copies(o.Rcpt))
 			switch {
 			case o.Copies > 0:
 				o.Out = outDelivered

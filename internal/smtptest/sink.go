@@ -1,4 +1,7 @@
-package e2e
+// Package smtptest has the SMTP pieces fpsafe's end-to-end and soak tests share: a client
+// that offers one message per session, and a sink that keeps what the MTAs relay to it,
+// indexed by envelope recipient, for the nothing-lost ledgers.
+package smtptest
 
 import (
 	"bufio"
@@ -18,42 +21,43 @@ const sinkHostName = "sink.e2e.test"
 // sinkMaxMessage bounds one message the sink accepts (the corpus stays far below).
 const sinkMaxMessage = 64 << 20
 
-// delivery is one message the sink received.
-type delivery struct {
+// Delivery is one message the sink received.
+type Delivery struct {
 	From  string
 	Rcpts []string
 	Data  []byte // as received, dot-unstuffed, CRLF line ends
 	At    time.Time
 }
 
-// sink is a minimal SMTP server on 127.0.0.1 that keeps every message in memory, indexed by
+// Sink is a minimal SMTP server on 127.0.0.1 that keeps every message in memory, indexed by
 // envelope recipient. It advertises 8BITMIME and SMTPUTF8 so that the MTAs relay 8-bit
 // and SMTPUTF8 mail to it unchanged.
-type sink struct {
+type Sink struct {
 	Addr string
 	ln   net.Listener
 
 	mu     sync.Mutex
-	byRcpt map[string][]*delivery
-	all    []*delivery
+	byRcpt map[string][]*Delivery
+	all    []*Delivery
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
 }
 
-func startSink(t *testing.T) *sink {
+// StartSink starts a sink on a free port of 127.0.0.1; it is closed when the test ends.
+func StartSink(t testing.TB) *Sink {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("sink: %v", err)
 	}
-	s := &sink{Addr: ln.Addr().String(), ln: ln, byRcpt: map[string][]*delivery{}, conns: map[net.Conn]bool{}}
+	s := &Sink{Addr: ln.Addr().String(), ln: ln, byRcpt: map[string][]*Delivery{}, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go s.serve()
 	t.Cleanup(s.close)
 	return s
 }
 
-func (s *sink) serve() {
+func (s *Sink) serve() {
 	defer s.wg.Done()
 	for {
 		c, err := s.ln.Accept()
@@ -75,7 +79,7 @@ func (s *sink) serve() {
 	}
 }
 
-func (s *sink) close() {
+func (s *Sink) close() {
 	s.ln.Close()
 	s.mu.Lock()
 	for c := range s.conns {
@@ -86,7 +90,7 @@ func (s *sink) close() {
 }
 
 // session speaks just enough SMTP for Postfix's and Sendmail's clients.
-func (s *sink) session(c net.Conn) {
+func (s *Sink) session(c net.Conn) {
 	r := bufio.NewReader(c)
 	reply := func(format string, args ...any) bool {
 		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -131,7 +135,7 @@ func (s *sink) session(c net.Conn) {
 				reply("552 5.3.4 %v", err)
 				return
 			}
-			s.store(&delivery{From: from, Rcpts: rcpts, Data: data, At: time.Now()})
+			s.store(&Delivery{From: from, Rcpts: rcpts, Data: data, At: time.Now()})
 			from, rcpts = "", nil
 			ok = reply("250 2.0.0 Ok: stored")
 		case "RSET":
@@ -183,7 +187,7 @@ func readData(r *bufio.Reader) ([]byte, error) {
 	}
 }
 
-func (s *sink) store(d *delivery) {
+func (s *Sink) store(d *Delivery) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.all = append(s.all, d)
@@ -193,18 +197,18 @@ func (s *sink) store(d *delivery) {
 	}
 }
 
-// copies returns the messages delivered to rcpt.
-func (s *sink) copies(rcpt string) []*delivery {
+// Copies returns the messages delivered to rcpt.
+func (s *Sink) Copies(rcpt string) []*Delivery {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*delivery(nil), s.byRcpt[strings.ToLower(rcpt)]...)
+	return append([]*Delivery(nil), s.byRcpt[strings.ToLower(rcpt)]...)
 }
 
-// others returns deliveries to recipients not in known (bounces, double bounces, ...).
-func (s *sink) others(known map[string]bool) []*delivery {
+// Others returns deliveries to recipients not in known (bounces, double bounces, ...).
+func (s *Sink) Others(known map[string]bool) []*Delivery {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []*delivery
+	var out []*Delivery
 	for _, d := range s.all {
 		foreign := true
 		for _, r := range d.Rcpts {
